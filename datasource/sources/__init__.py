@@ -1,0 +1,1 @@
+"""Task sources: the Hub over ZeroMQ, the Hub's SQLite file, MongoDB."""
