@@ -1,0 +1,487 @@
+"""The store: the light fields of every known task, in an indexed in-memory SQLite database.
+
+Sources yield `Delta`s, `TaskStore.apply` folds them in; views only ever read the store (counts, a sorted
+and filtered page of rows, a lookup). Counting, filtering, sorting and paging run at C speed, so the
+views stay fast at a million tasks, and nothing but the visible page becomes Python objects.
+
+Thread model: a poll worker thread writes, the UI thread reads. One lock serialises them; a write holds
+it for one delta (a chunk of at most a few ten thousand rows during a first load), so readers are
+never blocked for long.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from .model import Engine, QueueStatus, State, TaskRecord, from_epoch, to_epoch
+from .sources.base import Delta
+
+__all__ = [
+    "TaskStore",
+    "Filter",
+    "ApplyResult",
+    "FailureGroup",
+    "PANES",
+    "SORT_COLUMNS",
+    "pane_filter",
+    "engine_filter",
+    "ids_filter",
+    "combine",
+    "failure_signature",
+]
+
+Filter = tuple[str, Sequence[object]]  # an SQL boolean expression over the `tasks` columns, with ? parameters
+
+_PENDING = (State.PENDING.value, State.QUEUED.value, State.RUNNING.value)
+
+# The panes of the dashboard, each a filter on the store. Order matters: it is the tab order.
+PANES: dict[str, Filter] = {
+    "pending": ("state IN (?, ?, ?)", _PENDING),
+    "queued": ("state = ?", (State.QUEUED.value,)),
+    "running": ("state = ?", (State.RUNNING.value,)),
+    "succeeded": ("state = ?", (State.SUCCEEDED.value,)),
+    "failed": ("state = ?", (State.FAILED.value,)),
+    "aborted": ("state = ?", (State.ABORTED.value,)),
+    "resubmitted": ("resubmitted IS NOT NULL", ()),
+    "all": ("1", ()),
+}
+
+SORT_COLUMNS: tuple[str, ...] = (
+    "submitted",
+    "msg_id",
+    "state",
+    "engine_id",
+    "label",
+    "started",
+    "completed",
+    "received",
+    "duration",
+    "ename",
+    "evalue",
+    "queue",
+    "client",
+)
+
+_COLUMNS: tuple[str, ...] = (
+    "msg_id",
+    "state",
+    "engine_uuid",
+    "engine_id",
+    "queue",
+    "label",
+    "client",
+    "submitted",
+    "started",
+    "completed",
+    "received",
+    "duration",
+    "ename",
+    "evalue",
+    "resubmitted",
+    "stdout_size",
+    "stderr_size",
+    "run",
+)
+_SELECT = ", ".join(_COLUMNS)
+
+_SCHEMA = f"""
+CREATE TABLE tasks (
+    msg_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    engine_uuid TEXT,
+    engine_id INTEGER,
+    queue TEXT,
+    label TEXT,
+    client TEXT,
+    submitted REAL,
+    started REAL,
+    completed REAL,
+    received REAL,
+    duration REAL,
+    ename TEXT,
+    evalue TEXT,
+    resubmitted TEXT,
+    stdout_size INTEGER,
+    stderr_size INTEGER,
+    run TEXT,
+    signature TEXT,
+    gen INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX tasks_submitted ON tasks (submitted);
+CREATE INDEX tasks_state_submitted ON tasks (state, submitted);
+CREATE INDEX tasks_engine ON tasks (engine_uuid, state);
+CREATE INDEX tasks_completed ON tasks (completed);
+CREATE INDEX tasks_resubmitted ON tasks (resubmitted) WHERE resubmitted IS NOT NULL;
+CREATE INDEX tasks_signature ON tasks (signature) WHERE signature IS NOT NULL;
+"""
+
+_UPSERT = (
+    f"INSERT INTO tasks ({_SELECT}, signature, gen) VALUES ({', '.join('?' * (len(_COLUMNS) + 2))}) "
+    "ON CONFLICT(msg_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:] + ("signature", "gen"))
+)
+
+_NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+(?:\.\d+)?")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def failure_signature(ename: str | None, evalue: str | None) -> str:
+    """Group key for failure triage: exception name + the message with numbers and quoted parts masked.
+
+    'ValueError: bad value 7' and 'ValueError: bad value 9' land in one group; so do two EngineErrors
+    naming different engines and task ids.
+    """
+    message = _NUMBERS.sub("N", _QUOTED.sub("'…'", (evalue or "").strip().splitlines()[0] if evalue else ""))
+    return f"{ename or 'Error'}: {message}" if message else (ename or "Error")
+
+
+def pane_filter(pane: str) -> Filter:
+    try:
+        return PANES[pane]
+    except KeyError:
+        raise ValueError(f"unknown pane {pane!r}; one of {', '.join(PANES)}") from None
+
+
+def engine_filter(engine_uuids: Iterable[str | None]) -> Filter:
+    """Tasks of these engines; None stands for "no engine" (unassigned tasks, scheduler failures)."""
+    uuids = [u for u in engine_uuids if u is not None]
+    parts = []
+    if uuids:
+        parts.append(f"engine_uuid IN ({', '.join('?' * len(uuids))})")
+    if any(u is None for u in engine_uuids):
+        parts.append("engine_uuid IS NULL")
+    return (f"({' OR '.join(parts)})", uuids) if parts else ("0", ())
+
+
+def ids_filter(msg_ids: Sequence[str]) -> Filter:
+    if not msg_ids:
+        return ("0", ())
+    return (f"msg_id IN (SELECT value FROM json_each(?))", (_json_list(msg_ids),))
+
+
+def _json_list(items: Sequence[str]) -> str:
+    import json
+
+    return json.dumps(list(items))
+
+
+def combine(*filters: Filter | None) -> Filter:
+    """AND of several filters (None entries are skipped)."""
+    parts = [f for f in filters if f is not None and f[0] not in ("1", "")]
+    if not parts:
+        return ("1", ())
+    sql = " AND ".join(f"({s})" for s, _ in parts)
+    params: list[object] = []
+    for _, p in parts:
+        params.extend(p)
+    return (sql, params)
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    new_failures: list[str] = field(default_factory=list)  # msg_ids that became failed (not during a load)
+    loading: bool = False
+
+
+@dataclass(slots=True)
+class FailureGroup:
+    signature: str
+    ename: str | None
+    count: int
+    newest: float | None  # epoch seconds of the newest completion in the group
+    example_id: str
+    engines: int  # distinct engines in the group
+
+
+def _row_to_record(row: Sequence) -> TaskRecord:
+    (msg_id, state, engine_uuid, engine_id, queue, label, client, submitted, started, completed, received,
+     _duration, ename, evalue, resubmitted, stdout_size, stderr_size, run) = row
+    return TaskRecord(
+        msg_id=msg_id,
+        state=State(state),
+        engine_uuid=engine_uuid,
+        engine_id=engine_id,
+        queue=queue,
+        label=label,
+        client=client,
+        submitted=from_epoch(submitted),
+        started=from_epoch(started),
+        completed=from_epoch(completed),
+        received=from_epoch(received),
+        ename=ename,
+        evalue=evalue,
+        resubmitted=resubmitted,
+        stdout_size=stdout_size,
+        stderr_size=stderr_size,
+        run=run,
+    )
+
+
+class TaskStore:
+    """Indexed in-memory table of TaskRecords, plus the engines and the Hub's queue status."""
+
+    def __init__(self, path: str = ":memory:") -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY;")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+        self._gen = 0
+        self._loading_reset = False
+        self._engines: dict[str, Engine] = {}
+        self.queue: QueueStatus | None = None
+        self.version = 0  # bumped by every apply that changed something: views re-read when it moves
+        self.removed_total = 0  # records that vanished from the source (purged, culled) since start
+        self.loading = False
+        self.load_done = 0
+        self.load_total: int | None = None
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def apply(self, delta: Delta) -> ApplyResult:
+        result = ApplyResult(loading=delta.loading)
+        with self._lock:
+            was_loading = self.loading
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                if delta.reset:
+                    self._gen += 1
+                    self._loading_reset = True
+                bulk = self._loading_reset
+                if delta.engines is not None:
+                    self._merge_engines(delta.engines)
+                if delta.queue is not None:
+                    self.queue = delta.queue
+                if delta.upserts:
+                    before: dict[str, str] = {}
+                    if not bulk:
+                        before = dict(
+                            db.execute(
+                                "SELECT msg_id, state FROM tasks WHERE msg_id IN (SELECT value FROM json_each(?))",
+                                (_json_list([r.msg_id for r in delta.upserts]),),
+                            ).fetchall()
+                        )
+                    known = self._engine_ids()
+                    rows = []
+                    for r in delta.upserts:
+                        engine_id = r.engine_id if r.engine_id is not None else known.get(r.engine_uuid or "")
+                        if r.engine_uuid and r.engine_uuid not in self._engines:
+                            self._engines[r.engine_uuid] = Engine(uuid=r.engine_uuid, id=engine_id, alive=False)
+                        rows.append(self._row(r, engine_id))
+                        if not bulk:
+                            old = before.get(r.msg_id)
+                            if old is None:
+                                result.added += 1
+                            else:
+                                result.changed += 1
+                            if r.state is State.FAILED and old != State.FAILED.value:
+                                result.new_failures.append(r.msg_id)
+                    if bulk:
+                        result.added = len(rows)
+                    db.executemany(_UPSERT, rows)
+                if delta.removed:
+                    cur = db.execute(
+                        "DELETE FROM tasks WHERE msg_id IN (SELECT value FROM json_each(?))",
+                        (_json_list(delta.removed),),
+                    )
+                    result.removed += cur.rowcount
+                    self.removed_total += cur.rowcount
+                if delta.reset or delta.loading:
+                    self.loading = True
+                    self.load_done = delta.done
+                    self.load_total = delta.total
+                if self._loading_reset and not delta.loading:
+                    # The (re)load is complete: whatever was not delivered again is gone.
+                    cur = db.execute("DELETE FROM tasks WHERE gen < ?", (self._gen,))
+                    result.removed += cur.rowcount
+                    self._loading_reset = False
+                    self.loading = False
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            if result.added or result.changed or result.removed or delta.engines is not None or delta.queue \
+                    or delta.reset or delta.loading or was_loading != self.loading:
+                self.version += 1
+        return result
+
+    def _row(self, r: TaskRecord, engine_id: int | None) -> tuple:
+        submitted, started, completed = to_epoch(r.submitted), to_epoch(r.started), to_epoch(r.completed)
+        duration = max(0.0, completed - started) if started is not None and completed is not None else None
+        signature = failure_signature(r.ename, r.evalue) if r.state is State.FAILED else None
+        return (
+            r.msg_id, r.state.value, r.engine_uuid, engine_id, r.queue, r.label, r.client, submitted, started,
+            completed, to_epoch(r.received), duration, r.ename, r.evalue, r.resubmitted, r.stdout_size,
+            r.stderr_size, r.run, signature, self._gen,
+        )
+
+    def _engine_ids(self) -> dict[str, int]:
+        return {u: e.id for u, e in self._engines.items() if e.id is not None}
+
+    def _merge_engines(self, engines: list[Engine]) -> None:
+        live = {e.uuid for e in engines if e.alive}
+        for e in self._engines.values():
+            if e.uuid not in live:
+                e.alive = False
+                e.queue = e.tasks = 0
+        for e in engines:
+            known = self._engines.get(e.uuid)
+            if known is None or known.id != e.id:
+                if e.id is not None:
+                    self._db.execute(
+                        "UPDATE tasks SET engine_id = ? WHERE engine_uuid = ? AND engine_id IS NOT ?",
+                        (e.id, e.uuid, e.id),
+                    )
+            self._engines[e.uuid] = Engine(e.uuid, e.id, e.alive, e.queue, e.tasks, e.completed)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    @property
+    def total(self) -> int:
+        return self._query("SELECT count(*) FROM tasks")[0][0]
+
+    def count(self, where: Filter | None = None) -> int:
+        sql, params = combine(where)
+        return self._query(f"SELECT count(*) FROM tasks WHERE {sql}", params)[0][0]
+
+    def counts(self, where: Filter | None = None) -> dict[str, int]:
+        """Tasks per pane (pending includes queued and running; resubmitted counts originals)."""
+        sql, params = combine(where)
+        rows = self._query(
+            f"SELECT state, count(*), count(resubmitted) FROM tasks WHERE {sql} GROUP BY state", params
+        )
+        out = {pane: 0 for pane in PANES}
+        for state, n, resubmitted in rows:
+            out[state] = out.get(state, 0) + n
+            out["resubmitted"] += resubmitted
+            out["all"] += n
+            if state in (State.QUEUED.value, State.RUNNING.value):
+                out["pending"] += n  # the pending pane holds queued and running tasks too
+        return out
+
+    def engine_counts(self, where: Filter | None = None) -> dict[str | None, dict[str, int]]:
+        """Per engine uuid (None: no engine): tasks per state, under an optional filter."""
+        sql, params = combine(where)
+        out: dict[str | None, dict[str, int]] = {}
+        for uuid, state, n in self._query(
+            f"SELECT engine_uuid, state, count(*) FROM tasks WHERE {sql} GROUP BY engine_uuid, state", params
+        ):
+            out.setdefault(uuid, {})[state] = n
+        return out
+
+    def engines(self) -> list[Engine]:
+        """Every engine ever seen, live ones first, by id."""
+        with self._lock:
+            engines = [Engine(e.uuid, e.id, e.alive, e.queue, e.tasks, e.completed) for e in self._engines.values()]
+        return sorted(engines, key=lambda e: (not e.alive, e.id if e.id is not None else 1 << 30, e.uuid))
+
+    def _order(self, sort: str, descending: bool) -> str:
+        if sort not in SORT_COLUMNS:
+            raise ValueError(f"cannot sort by {sort!r}")
+        direction = "DESC" if descending else "ASC"
+        # NULLs last in either direction; msg_id breaks ties so paging is stable.
+        return f"{sort} IS NULL, {sort} {direction}, msg_id {direction}"
+
+    def page(
+        self,
+        where: Filter | None = None,
+        *,
+        sort: str = "submitted",
+        descending: bool = True,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> list[TaskRecord]:
+        sql, params = combine(where)
+        rows = self._query(
+            f"SELECT {_SELECT} FROM tasks WHERE {sql} ORDER BY {self._order(sort, descending)} LIMIT ? OFFSET ?",
+            [*params, max(0, limit), max(0, offset)],
+        )
+        return [_row_to_record(r) for r in rows]
+
+    def position(
+        self, msg_id: str, where: Filter | None = None, *, sort: str = "submitted", descending: bool = True
+    ) -> int | None:
+        """Row index of msg_id in the sorted, filtered list (None if it is not in it)."""
+        sql, params = combine(where, ("msg_id = ?", (msg_id,)))
+        row = self._query(f"SELECT {sort} FROM tasks WHERE {sql}", params)
+        if not row:
+            return None
+        value = row[0][0]
+        sql, params = combine(where)
+        op = ">" if descending else "<"
+        if value is None:
+            before = (
+                f"{sort} IS NOT NULL OR ({sort} IS NULL AND msg_id {op} ?)",
+                (msg_id,),
+            )
+        else:
+            before = (f"{sort} IS NOT NULL AND ({sort} {op} ? OR ({sort} = ? AND msg_id {op} ?))", (value, value, msg_id))
+        return self.count(combine(where, before))
+
+    def get(self, msg_id: str) -> TaskRecord | None:
+        rows = self._query(f"SELECT {_SELECT} FROM tasks WHERE msg_id = ?", (msg_id,))
+        return _row_to_record(rows[0]) if rows else None
+
+    def get_many(self, msg_ids: Sequence[str]) -> list[TaskRecord]:
+        sql, params = ids_filter(msg_ids)
+        rows = self._query(f"SELECT {_SELECT} FROM tasks WHERE {sql}", params)
+        return [_row_to_record(r) for r in rows]
+
+    def ids(self, where: Filter | None = None, *, limit: int | None = None) -> list[str]:
+        sql, params = combine(where)
+        tail = " LIMIT ?" if limit is not None else ""
+        rows = self._query(
+            f"SELECT msg_id FROM tasks WHERE {sql} ORDER BY submitted, msg_id{tail}",
+            [*params, limit] if limit is not None else params,
+        )
+        return [r[0] for r in rows]
+
+    def resubmitted_from(self, msg_id: str) -> str | None:
+        rows = self._query("SELECT msg_id FROM tasks WHERE resubmitted = ? LIMIT 1", (msg_id,))
+        return rows[0][0] if rows else None
+
+    def lineage(self, msg_id: str) -> list[str]:
+        """The resubmission chain through msg_id, from the first original to the latest attempt."""
+        chain = [msg_id]
+        seen = {msg_id}
+        parent = self.resubmitted_from(msg_id)
+        while parent is not None and parent not in seen:
+            chain.insert(0, parent)
+            seen.add(parent)
+            parent = self.resubmitted_from(parent)
+        current = self.get(msg_id)
+        nxt = current.resubmitted if current else None
+        while nxt is not None and nxt not in seen:
+            chain.append(nxt)
+            seen.add(nxt)
+            rec = self.get(nxt)
+            nxt = rec.resubmitted if rec else None
+        return chain
+
+    def failure_groups(self, where: Filter | None = None) -> list[FailureGroup]:
+        """Failed tasks grouped by signature, biggest group first."""
+        sql, params = combine(where, PANES["failed"])
+        rows = self._query(
+            "SELECT signature, max(ename), count(*), max(completed), max(msg_id), count(DISTINCT engine_uuid) "
+            f"FROM tasks WHERE {sql} GROUP BY signature ORDER BY count(*) DESC, max(completed) DESC",
+            params,
+        )
+        return [FailureGroup(sig or "Error", ename, n, newest, example, engines) for sig, ename, n, newest, example, engines in rows]
+
+    def signature_filter(self, signature: str) -> Filter:
+        return ("signature = ?", (signature,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

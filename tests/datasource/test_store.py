@@ -1,0 +1,219 @@
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from datasource.model import Engine, State, TaskRecord
+from datasource.sources.base import Delta
+from datasource.store import (
+    PANES,
+    TaskStore,
+    combine,
+    engine_filter,
+    failure_signature,
+    ids_filter,
+    pane_filter,
+)
+from tests.fakes import ENGINE_UUIDS, FakeSource, make_record
+
+
+def load(store: TaskStore, source: FakeSource) -> None:
+    for delta in source.sync():
+        store.apply(delta)
+
+
+@pytest.fixture
+def loaded() -> tuple[TaskStore, FakeSource]:
+    source = FakeSource(200, chunk=64)
+    store = TaskStore()
+    load(store, source)
+    return store, source
+
+
+def test_counts_by_pane(loaded: tuple[TaskStore, FakeSource]) -> None:
+    store, source = loaded
+    counts = store.counts()
+    expected = {pane: 0 for pane in PANES}
+    for r in source.records.values():
+        expected[r.state.value] += 1
+        expected["all"] += 1
+        expected["resubmitted"] += r.resubmitted is not None
+    assert counts == expected
+    assert counts["all"] == store.total == 200
+    assert counts["pending"] == 20 and counts["failed"] == 20 and counts["aborted"] == 10
+
+
+def test_queued_and_running_count_as_pending() -> None:
+    store = TaskStore()
+    recs = [make_record(i) for i in range(3)]
+    recs[0].state, recs[1].state = State.QUEUED, State.RUNNING
+    store.apply(Delta(upserts=recs, reset=True))
+    c = store.counts()
+    assert (c["pending"], c["queued"], c["running"]) == (2, 1, 1)
+    assert store.count(pane_filter("pending")) == 2
+
+
+def test_page_sorted_filtered_and_paged(loaded: tuple[TaskStore, FakeSource]) -> None:
+    store, source = loaded
+    page = store.page(pane_filter("failed"), sort="submitted", descending=True, offset=0, limit=5)
+    failed = sorted((r for r in source.records.values() if r.state is State.FAILED), key=lambda r: r.submitted, reverse=True)
+    assert [r.msg_id for r in page] == [r.msg_id for r in failed[:5]]
+    page2 = store.page(pane_filter("failed"), offset=5, limit=5)
+    assert [r.msg_id for r in page2] == [r.msg_id for r in failed[5:10]]
+    assert page[0] == failed[0]  # round trip through the store keeps every field
+
+
+def test_nulls_sort_last_both_ways(loaded: tuple[TaskStore, FakeSource]) -> None:
+    store, _ = loaded
+    for desc in (True, False):
+        rows = store.page(sort="duration", descending=desc, limit=1000)
+        durations = [r.duration for r in rows]
+        first_none = durations.index(None)
+        assert all(d is None for d in durations[first_none:])
+        known = durations[:first_none]
+        assert known == sorted(known, reverse=desc)
+
+
+@pytest.mark.parametrize("sort", ["submitted", "duration", "engine_id", "label", "state"])
+@pytest.mark.parametrize("desc", [True, False])
+def test_position_matches_page(loaded: tuple[TaskStore, FakeSource], sort: str, desc: bool) -> None:
+    store, _ = loaded
+    where = pane_filter("all")
+    rows = store.page(where, sort=sort, descending=desc, limit=1000)
+    for index in (0, 7, 55, len(rows) - 1):
+        assert store.position(rows[index].msg_id, where, sort=sort, descending=desc) == index
+    assert store.position("nope", where) is None
+
+
+def test_engine_filter_and_counts(loaded: tuple[TaskStore, FakeSource]) -> None:
+    store, source = loaded
+    e0 = ENGINE_UUIDS[0]
+    assert store.count(engine_filter([e0])) == sum(r.engine_uuid == e0 for r in source.records.values())
+    assert store.count(engine_filter([None])) == sum(r.engine_uuid is None for r in source.records.values())
+    per_engine = store.engine_counts()
+    assert sum(per_engine[e0].values()) == store.count(engine_filter([e0]))
+    assert store.count(engine_filter([])) == 0
+    both = combine(engine_filter([e0]), pane_filter("failed"))
+    assert store.count(both) == sum(r.engine_uuid == e0 and r.state is State.FAILED for r in source.records.values())
+
+
+def test_engines_merge_and_alive(loaded: tuple[TaskStore, FakeSource]) -> None:
+    store, source = loaded
+    assert [e.id for e in store.engines()] == [0, 1, 2, 3]
+    source.engine_list = source.engine_list[:2]
+    load(store, source)
+    engines = store.engines()
+    assert [(e.id, e.alive) for e in engines] == [(0, True), (1, True), (2, False), (3, False)]
+
+
+def test_engine_ids_filled_from_engine_list() -> None:
+    store = TaskStore()
+    rec = make_record(5)
+    rec.engine_id = None
+    store.apply(Delta(upserts=[rec], reset=True))
+    assert store.get(rec.msg_id).engine_id is None
+    store.apply(Delta(engines=[Engine(rec.engine_uuid, 7, True)]))
+    assert store.get(rec.msg_id).engine_id == 7
+
+
+def test_deltas_update_add_remove_and_report_new_failures(loaded: tuple[TaskStore, FakeSource]) -> None:
+    store, source = loaded
+    pending = next(r for r in source.records.values() if r.state is State.PENDING)
+    done = TaskRecord(**{f: getattr(pending, f) for f in TaskRecord.__slots__})
+    done.state, done.ename, done.evalue = State.FAILED, "ValueError", "bad value 1"
+    done.completed = (done.submitted or 0) + timedelta(seconds=5)
+    source.records[pending.msg_id] = done
+    new = make_record(10_000)
+    source.records[new.msg_id] = new
+    gone = make_record(7).msg_id
+    del source.records[gone]
+    version = store.version
+    results = [store.apply(d) for d in source.sync()]
+    assert sum(r.added for r in results) == 1
+    assert sum(r.changed for r in results) == 1
+    assert sum(r.removed for r in results) == 1
+    assert [f for r in results for f in r.new_failures] == [pending.msg_id]
+    assert store.get(gone) is None and store.get(new.msg_id) == new
+    assert store.get(pending.msg_id).state is State.FAILED
+    assert store.version > version and store.removed_total == 1
+    # nothing changed -> version stays (views skip re-rendering)
+    version = store.version
+    for d in source.sync():
+        d.engines = None
+        d.queue = None
+        store.apply(d)
+    assert store.version == version
+
+
+def test_reset_drops_what_was_not_delivered_again() -> None:
+    store = TaskStore()
+    store.apply(Delta(upserts=[make_record(i) for i in range(10)], reset=True))
+    assert store.total == 10
+    store.apply(Delta(upserts=[make_record(i) for i in range(3)], reset=True, loading=True, done=3, total=5))
+    assert store.loading and store.total == 10  # until the reload finishes nothing is dropped
+    store.apply(Delta(upserts=[make_record(i) for i in range(3, 5)], loading=False, done=5, total=5))
+    assert not store.loading and store.total == 5
+
+
+def test_resubmission_lineage() -> None:
+    store = TaskStore()
+    a, b, c = make_record(2), make_record(3), make_record(5)
+    a.resubmitted, b.resubmitted = b.msg_id, c.msg_id
+    store.apply(Delta(upserts=[a, b, c], reset=True))
+    assert store.lineage(b.msg_id) == [a.msg_id, b.msg_id, c.msg_id]
+    assert store.resubmitted_from(c.msg_id) == b.msg_id
+    assert store.resubmitted_from(a.msg_id) is None
+    assert store.counts()["resubmitted"] == 2
+    assert set(store.ids(pane_filter("resubmitted"))) == {a.msg_id, b.msg_id}
+
+
+def test_failure_groups(loaded: tuple[TaskStore, FakeSource]) -> None:
+    store, source = loaded
+    groups = store.failure_groups()
+    assert sum(g.count for g in groups) == store.counts()["failed"]
+    by_sig = {g.signature: g for g in groups}
+    assert "ValueError: bad value N" in by_sig  # 'bad value 2', 'bad value 23' ... one group
+    g = by_sig["ValueError: bad value N"]
+    assert store.count(combine(pane_filter("failed"), store.signature_filter(g.signature))) == g.count
+    assert failure_signature("KeyError", "'k1'") == failure_signature("KeyError", "'k22'")
+    assert failure_signature("EngineError", None) == "EngineError"
+
+
+def test_ids_filter_and_get_many(loaded: tuple[TaskStore, FakeSource]) -> None:
+    store, source = loaded
+    some = list(source.records)[:3]
+    assert sorted(r.msg_id for r in store.get_many(some)) == sorted(some)
+    assert store.count(ids_filter([])) == 0
+    assert store.count(ids_filter(some + ["unknown"])) == 3
+
+
+def test_unknown_sort_and_pane_are_refused(loaded: tuple[TaskStore, FakeSource]) -> None:
+    store, _ = loaded
+    with pytest.raises(ValueError, match="cannot sort"):
+        store.page(sort="msg_id; DROP TABLE tasks")
+    with pytest.raises(ValueError, match="unknown pane"):
+        pane_filter("nope")
+
+
+def test_reader_and_writer_threads() -> None:
+    store = TaskStore()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                store.counts()
+                store.page(limit=20)
+        except BaseException as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    source = FakeSource(5000, chunk=500)
+    load(store, source)
+    stop.set()
+    t.join()
+    assert not errors and store.total == 5000
