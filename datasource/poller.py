@@ -1,0 +1,246 @@
+"""One poll step: `source.sync()` -> `store.apply()`, plus the connection state the views show.
+
+The caller (the TUI's thread worker, the CLI loop) calls `step()`, waits `next_delay(interval)`, and
+calls it again: polls never overlap. `step()` never raises: a source error becomes a "retrying"
+status with exponential backoff, anything unexpected is logged (with its traceback) to the `hubtop`
+logger and reported as one line. The UI thread reads `status` while a step runs: it gets a copy made
+under a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import humanize
+
+from .sources.base import Delta, Source, SourceError
+from .store import TaskStore
+
+__all__ = ["PollStatus", "PollOutcome", "Poller"]
+
+log = logging.getLogger("hubtop")
+
+_RECENT_WARNINGS = 5  # recent (per-poll) warnings kept in the status next to the standing ones
+
+
+@dataclass
+class PollStatus:
+    state: str  # "connecting" | "loading" | "connected" | "retrying" | "paused"
+    message: str  # one line for the status bar
+    last_success: float | None = None  # clock() time of the last successful sync
+    retry_in: float | None = None  # seconds until the next attempt while retrying
+    failures: int = 0  # consecutive failures
+    warnings: list[str] = field(default_factory=list)  # standing (capabilities) + recent (deltas) warnings
+
+
+@dataclass
+class PollOutcome:
+    status: PollStatus
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    new_failures: list[str] = field(default_factory=list)  # msg_ids that turned failed (not during a load)
+    event: str | None = None  # a transition worth one notification: "connection lost: ...", "reconnected"
+    warnings: list[str] = field(default_factory=list)  # warnings the source raised in this poll
+
+
+class Poller:
+    def __init__(
+        self,
+        source: Source,
+        store: TaskStore,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_delta: Callable[[Delta], None] | None = None,
+        max_backoff: float = 20.0,
+    ) -> None:
+        self.source = source
+        self.store = store
+        self.clock = clock
+        self.on_delta = on_delta
+        self.max_backoff = max_backoff
+        self._lock = threading.Lock()
+        self._opened = False
+        self._healthy: bool | None = None  # None: no attempt finished yet
+        self._paused = False
+        self._state = "connecting"
+        self._message = f"connecting to {source.name}"
+        self._error = ""  # last failure, without the "retrying in" tail
+        self._last_success: float | None = None
+        self._retry_at: float | None = None
+        self._failures = 0
+        self._standing: list[str] = []
+        self._recent: list[str] = []
+
+    # -- status (any thread) -------------------------------------------------------------------
+
+    @property
+    def status(self) -> PollStatus:
+        with self._lock:
+            return self._status_locked()
+
+    def _status_locked(self) -> PollStatus:
+        retry_in = None
+        message = self._message
+        state = self._state
+        if state == "retrying" and self._retry_at is not None:
+            retry_in = max(0.0, self._retry_at - self.clock())
+            message = f"{self._error}; retrying in {math.ceil(retry_in)} s"
+        if self._paused:
+            state, message = "paused", f"paused ({message})" if message else "paused"
+        return PollStatus(
+            state=state,
+            message=message,
+            last_success=self._last_success,
+            retry_in=retry_in,
+            failures=self._failures,
+            warnings=list(self._standing) + [w for w in self._recent if w not in self._standing],
+        )
+
+    def age(self) -> float | None:
+        """Seconds since the last successful sync (None before the first one)."""
+        with self._lock:
+            last = self._last_success
+        return None if last is None else max(0.0, self.clock() - last)
+
+    def next_delay(self, interval: float) -> float:
+        """How long the caller waits before the next step(): the interval, or the backoff when retrying."""
+        with self._lock:
+            if self._state == "retrying" and self._retry_at is not None and not self._paused:
+                return max(0.0, self._retry_at - self.clock())
+        return interval
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """step() does nothing until resume() (the status shows "paused")."""
+        with self._lock:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = False
+
+    # -- polling (the worker thread) -----------------------------------------------------------
+
+    def open(self) -> PollOutcome:
+        """Open the source. Errors become the status (retrying), never exceptions."""
+        event = self._try_open()
+        return PollOutcome(status=self.status, event=event)
+
+    def _try_open(self) -> str | None:
+        with self._lock:
+            self._state, self._message = "connecting", f"connecting to {self.source.name}"
+        try:
+            self.source.open()
+        except Exception as exc:
+            return self._failed(exc)
+        self._opened = True
+        self._refresh_standing()
+        with self._lock:
+            if self._last_success is None:
+                self._state, self._message = "loading", "loading tasks"
+        return None
+
+    def step(self) -> PollOutcome:
+        """One sync: every delta applied to the store as it arrives. Never raises."""
+        if self._paused:
+            return PollOutcome(status=self.status)
+        if not self._opened:
+            event = self._try_open()
+            if not self._opened:
+                return PollOutcome(status=self.status, event=event)
+        outcome = PollOutcome(status=self.status)  # status refreshed when the sync ends
+        try:
+            for delta in self.source.sync():
+                result = self.store.apply(delta)
+                if self.store.loading:
+                    self._loading_progress()
+                if self.on_delta is not None:
+                    self.on_delta(delta)
+                outcome.added += result.added
+                outcome.changed += result.changed
+                outcome.removed += result.removed
+                outcome.new_failures.extend(result.new_failures)
+                outcome.warnings.extend(delta.warnings)
+        except Exception as exc:
+            outcome.event = self._failed(exc)
+            self._note_warnings(outcome.warnings)
+            outcome.status = self.status
+            return outcome
+        self._refresh_standing()
+        self._note_warnings(outcome.warnings)
+        with self._lock:
+            outcome.event = "reconnected" if self._healthy is False else None
+            self._healthy = True
+            self._failures = 0
+            self._retry_at = None
+            self._error = ""
+            self._last_success = self.clock()
+            self._state, self._message = "connected", "connected"
+            outcome.status = self._status_locked()
+        return outcome
+
+    def close(self) -> None:
+        try:
+            self.source.close()
+        except Exception:
+            log.exception("closing %s", self.source.name)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _loading_progress(self) -> None:
+        done, total = self.store.load_done, self.store.load_total
+        text = f"loading tasks: {humanize.intcomma(done)}"
+        if total:
+            text += f" of {humanize.intcomma(total)}"
+        with self._lock:
+            self._state, self._message = "loading", text
+
+    def _failed(self, exc: BaseException) -> str | None:
+        if isinstance(exc, SourceError):
+            text = " ".join(str(exc).split()) or type(exc).__name__
+        else:
+            log.exception("poll of %s failed", self.source.name)
+            first = " ".join(str(exc).split())
+            text = f"internal error while polling {self.source.name}: {type(exc).__name__}" + (f": {first}" if first else "")
+        with self._lock:
+            self._failures += 1
+            backoff = min(2.0 ** self._failures, self.max_backoff)
+            self._retry_at = self.clock() + backoff
+            self._error = text
+            self._state = "retrying"
+            if self._healthy is True:
+                event: str | None = f"connection lost: {text}"
+            elif self._healthy is None:
+                event = f"cannot connect: {text}"
+            else:
+                event = None  # repeated failures: one notification per transition
+            self._healthy = False
+        return event
+
+    def _refresh_standing(self) -> None:
+        try:
+            standing = list(self.source.capabilities().warnings)
+        except Exception:
+            log.exception("capabilities of %s", self.source.name)
+            return
+        with self._lock:
+            self._standing = standing
+
+    def _note_warnings(self, warnings: list[str]) -> None:
+        if not warnings:
+            return
+        with self._lock:
+            for w in warnings:
+                if w in self._recent:
+                    self._recent.remove(w)
+                self._recent.append(w)
+            del self._recent[:-_RECENT_WARNINGS]

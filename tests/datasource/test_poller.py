@@ -1,0 +1,256 @@
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from datasource.model import State
+from datasource.poller import Poller
+from datasource.sources.base import Capabilities, Delta, SourceUnavailable
+from datasource.store import TaskStore
+from tests.fakes import FakeSource
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(n: int = 100, **kwargs) -> tuple[FakeSource, TaskStore, Poller, Clock]:
+    source = FakeSource(n, **kwargs)
+    store = TaskStore()
+    clock = Clock()
+    return source, store, Poller(source, store, clock=clock), clock
+
+
+def test_first_load_then_delta() -> None:
+    source, store, poller, _ = make(100)
+    assert poller.status.state == "connecting"
+    assert poller.open().status.state == "loading"
+    out = poller.step()
+    assert (out.added, out.changed, out.removed, out.event) == (100, 0, 0, None)
+    assert out.new_failures == []  # failures of the first load are not "new"
+    assert out.status.state == "connected" and out.status.message == "connected"
+    assert store.total == 100
+
+    rec = source.records["c0ffee00-0000000000000000000000aa_1000_0"]
+    assert rec.state is State.PENDING
+    rec.state, rec.ename, rec.evalue = State.FAILED, "ValueError", "late"
+    rec.completed = rec.submitted + timedelta(seconds=2)
+    out = poller.step()
+    assert (out.added, out.changed) == (0, 1)
+    assert out.new_failures == [rec.msg_id]
+
+
+def test_backoff_sequence_and_next_delay() -> None:
+    source, _, poller, clock = make(10)
+    poller.open()
+    poller.step()
+    assert poller.next_delay(1.5) == 1.5
+    source.fail_next = 7
+    delays = []
+    for _ in range(7):
+        out = poller.step()
+        assert out.status.state == "retrying"
+        delays.append(poller.next_delay(1.5))
+    assert delays == [2, 4, 8, 16, 20, 20, 20]
+    assert poller.status.failures == 7
+    assert poller.status.retry_in == 20
+    assert poller.status.message.startswith("no reply from the Hub at tcp://127.0.0.1:1")
+    assert poller.status.message.endswith("; retrying in 20 s")
+    clock.now += 5.5
+    assert poller.next_delay(1.5) == 14.5
+    assert poller.status.retry_in == 14.5 and poller.status.message.endswith("retrying in 15 s")
+    out = poller.step()
+    assert out.status.state == "connected" and out.status.failures == 0 and out.status.retry_in is None
+    assert poller.next_delay(1.5) == 1.5
+
+
+def test_max_backoff_is_configurable() -> None:
+    source = FakeSource(5)
+    poller = Poller(source, TaskStore(), clock=Clock(), max_backoff=3.0)
+    source.fail_next = 3
+    for _ in range(3):
+        poller.step()
+    assert poller.next_delay(1) == 3.0
+
+
+def test_events_once_per_transition() -> None:
+    source, _, poller, _ = make(10)
+    poller.open()
+    assert poller.step().event is None
+    source.fail_next = 3
+    events = [poller.step().event for _ in range(3)]
+    assert events[0] == "connection lost: no reply from the Hub at tcp://127.0.0.1:1: it is down or the key does not match"
+    assert events[1:] == [None, None]
+    assert poller.step().event == "reconnected"
+    assert poller.step().event is None
+    source.fail_next = 1
+    assert poller.step().event.startswith("connection lost: ")
+    assert poller.step().event == "reconnected"
+
+
+def test_failure_before_any_success_says_cannot_connect() -> None:
+    source, store, poller, _ = make(10)
+    source.fail_next = 2
+    assert poller.step().event.startswith("cannot connect: no reply")
+    assert poller.step().event is None
+    out = poller.step()
+    assert out.event == "reconnected" and out.added == 10 and store.total == 10
+
+
+class FailingOpen(FakeSource):
+    def __init__(self, *args, fails: int = 1, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fails = fails
+        self.opens = 0
+
+    def open(self) -> None:
+        self.opens += 1
+        if self.opens <= self.fails:
+            raise SourceUnavailable("no reply from the Hub at tcp://127.0.0.1:9 within 5 s")
+
+
+def test_open_errors_become_status_and_step_retries_open() -> None:
+    source = FailingOpen(10, fails=2)
+    store = TaskStore()
+    poller = Poller(source, store, clock=Clock())
+    out = poller.open()
+    assert out.status.state == "retrying" and out.event.startswith("cannot connect: no reply")
+    assert poller.next_delay(1) == 2
+    out = poller.step()
+    assert out.status.state == "retrying" and out.status.failures == 2 and source.opens == 2
+    assert store.total == 0
+    out = poller.step()
+    assert source.opens == 3 and out.status.state == "connected" and out.event == "reconnected"
+    assert store.total == 10
+    poller.step()
+    assert source.opens == 3  # opened once it worked
+
+
+def test_progress_visible_during_chunked_first_load() -> None:
+    source = FakeSource(1000, chunk=100)
+    store = TaskStore()
+    seen: list[tuple[bool, int, int | None, str, str, int]] = []
+    poller: Poller
+
+    def on_delta(delta: Delta) -> None:
+        # Runs inside step(), after the delta is in the store: what the UI thread would see now.
+        st = poller.status
+        seen.append((store.loading, store.load_done, store.load_total, st.state, st.message, store.total))
+
+    poller = Poller(source, store, clock=Clock(), on_delta=on_delta)
+    poller.open()
+    out = poller.step()
+    assert out.added == 1000 and out.status.state == "connected"
+    assert len(seen) == 10
+    assert seen[0] == (True, 100, 1000, "loading", "loading tasks: 100 of 1,000", 100)
+    assert seen[4][1] == 500 and seen[4][4] == "loading tasks: 500 of 1,000" and seen[4][5] == 500
+    assert seen[-1][0] is False and seen[-1][5] == 1000  # the last delta ends the load
+    assert not store.loading
+
+
+def test_status_readable_from_another_thread_while_a_sync_runs() -> None:
+    source = FakeSource(300, chunk=100)
+    store = TaskStore()
+    gate, release = threading.Event(), threading.Event()
+
+    def on_delta(delta: Delta) -> None:
+        if delta.reset:
+            gate.set()
+            release.wait(5)
+
+    poller = Poller(source, store, clock=Clock(), on_delta=on_delta)
+    poller.open()
+    worker = threading.Thread(target=poller.step)
+    worker.start()
+    assert gate.wait(5)
+    st = poller.status  # the worker is parked inside step(), mid-load
+    assert st.state == "loading" and st.message == "loading tasks: 100 of 300"
+    release.set()
+    worker.join(5)
+    assert poller.status.state == "connected"
+
+
+def test_age_from_injected_clock() -> None:
+    source, _, poller, clock = make(5)
+    assert poller.age() is None
+    poller.step()
+    assert poller.age() == 0
+    assert poller.status.last_success == 1000.0
+    clock.now += 7.25
+    assert poller.age() == 7.25
+    source.fail_next = 1
+    poller.step()
+    clock.now += 1
+    assert poller.age() == 8.25  # a failure does not refresh the data age
+    assert poller.status.last_success == 1000.0
+
+
+class Exploding(FakeSource):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.explode = False
+
+    def sync(self):
+        for delta in super().sync():
+            if self.explode:
+                raise KeyError("engine_info")
+            yield delta
+
+
+def test_unexpected_exception_does_not_escape(caplog) -> None:
+    source = Exploding(10)
+    store = TaskStore()
+    poller = Poller(source, store, clock=Clock())
+    poller.step()
+    source.explode = True
+    with caplog.at_level(logging.ERROR, logger="hubtop"):
+        out = poller.step()
+    assert out.status.state == "retrying"
+    assert out.event == "connection lost: internal error while polling fake source: KeyError: 'engine_info'"
+    assert "\n" not in out.status.message
+    assert any(r.exc_info and r.exc_info[0] is KeyError for r in caplog.records)
+    source.explode = False
+    assert poller.step().status.state == "connected"
+
+
+def test_on_delta_sees_every_delta_in_order() -> None:
+    source = FakeSource(250, chunk=100)
+    got: list[Delta] = []
+    poller = Poller(source, TaskStore(), clock=Clock(), on_delta=got.append)
+    poller.step()
+    assert [d.done for d in got] == [100, 200, 250]
+    assert got[0].reset and not got[-1].loading
+
+
+def test_warnings_standing_and_recent() -> None:
+    caps = Capabilities(kind="fake", backend="dictdb", warnings=("the Hub uses DictDB: it keeps 1,024 records",))
+    source = FakeSource(20, caps=caps)
+    poller = Poller(source, TaskStore(), clock=Clock())
+    poller.open()
+    assert poller.status.warnings == ["the Hub uses DictDB: it keeps 1,024 records"]
+    poller.step()
+    del source.records["c0ffee00-0000000000000000000000aa_1000_5"]
+    del source.records["c0ffee00-0000000000000000000000aa_1000_6"]
+    out = poller.step()
+    assert out.removed == 2
+    assert out.warnings == ["2 records disappeared since the last poll"]
+    assert poller.status.warnings == [
+        "the Hub uses DictDB: it keeps 1,024 records",
+        "2 records disappeared since the last poll",
+    ]
+    assert poller.step().warnings == []  # a poll's warnings are reported once...
+    assert len(poller.status.warnings) == 2  # ...and stay among the recent ones
+
+
+def test_pause_and_resume() -> None:
+    source, store, poller, _ = make(10)
+    poller.pause()
+    out = poller.step()
+    assert out.status.state == "paused" and store.total == 0
+    poller.resume()
+    assert poller.step().status.state == "connected" and store.total == 10
