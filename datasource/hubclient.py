@@ -1,0 +1,289 @@
+"""The Hub's query protocol over one blocking pyzmq DEALER (spec §3-§9).
+
+Blocking on purpose: every source runs in the poller's worker thread, and decoding a big `db_reply`
+must stay off the UI loop anyway. One request at a time (a lock: the UI may fire an action while a
+poll runs); every request is bounded by a timeout, after which the socket is closed and recreated so
+that requests queued for a dead Hub are discarded.
+
+Backend detection (`HubClient.backend`), one cheap probe that matches no record on any backend:
+`db_request {"msg_id": {"$regex": "^$"}}` with keys ["msg_id"]:
+  * ok                                   -> "mongodb" (the only backend relaying `$regex`);
+  * ename NoData                         -> "nodb";
+  * evalue "Unsupported operator ..."    -> "sqlite" (SQLiteDB._render_expression rejects it);
+  * another KeyError ('$regex')          -> "dictdb" (DictDB's filter table has no `$regex`).
+Both DictDB and SQLite fail while building the filter, before touching a record, so the probe costs
+about one round trip whatever the history size.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import zmq
+
+from .connection import ConnectionInfo
+from .model import Engine, QueueStatus
+from .sources.base import ActionRefused, SourceError, SourceUnavailable
+
+__all__ = ["HubClient", "HubError", "CHUNK", "MATCH_ALL", "chunks"]
+
+CHUNK = 500  # ids per $in / resubmit / purge request (SQLite fails above ~1000)
+MATCH_ALL: dict = {"msg_id": {"$ne": ""}}  # `{}` is invalid SQL on the SQLite backend
+
+
+class HubError(SourceError):
+    """The Hub answered with status "error"."""
+
+    def __init__(self, msg_type: str, ename: str, evalue: str):
+        self.msg_type = msg_type
+        self.ename = ename
+        self.evalue = evalue
+        text = f"Hub refused {msg_type}: {ename}: {evalue}".strip()
+        super().__init__(" ".join(text.split()))  # one line
+
+
+def chunks(items: Sequence[str], size: int = CHUNK) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])
+
+
+def _check_query(query: Mapping[str, Any]) -> None:
+    """Refuse the queries the spec lists as broken on some backend (§9)."""
+    if not query:
+        raise ValueError("empty query: use MATCH_ALL ({'msg_id': {'$ne': ''}}) instead of {}")
+    for key, test in query.items():
+        if not isinstance(test, Mapping):
+            continue
+        if "$gt" in test:
+            raise ValueError(f"$gt on {key!r}: DictDB inverts it; use $gte and dedupe")
+        for op in ("$in", "$nin"):
+            if op in test:
+                values = test[op]
+                if not values:
+                    raise ValueError(f"empty {op} on {key!r}: invalid SQL on the SQLite backend")
+                if len(values) > CHUNK:
+                    raise ValueError(f"{op} with {len(values)} values on {key!r}: chunk to <= {CHUNK}")
+                if any(v is None for v in values):
+                    raise ValueError(f"None inside {op} on {key!r}: refused by the SQLite backend")
+    if len(query) > 1 and any(not isinstance(t, Mapping) for t in query.values()):
+        raise ValueError("plain equality with several keys hits DictDB's closure bug: use explicit $eq")
+
+
+class HubClient:
+    """Blocking request/reply with the Hub's `registration` ROUTER."""
+
+    def __init__(self, conn: ConnectionInfo, timeout: float = 5.0, context: zmq.Context | None = None):
+        self.conn = conn
+        self.timeout = timeout
+        self.url = conn.url("registration")  # raises SourceError for ssh-tunnelled Hubs
+        self.session = conn.make_session()
+        self._ctx = context or zmq.Context.instance()
+        self._sock: zmq.Socket | None = None
+        self._lock = threading.Lock()
+        self._backend: str | None = None
+        self.has_label: bool = True  # pre-9.1 Hubs have no `label` key (SQLite: "Bad record key(s)")
+        self.last_rtt: float = 0.0  # seconds, last successful request
+
+    def __repr__(self) -> str:
+        return f"HubClient({self.url})"
+
+    # -- socket --------------------------------------------------------------------------------
+
+    def _socket(self) -> zmq.Socket:
+        if self._sock is None:
+            sock = self._ctx.socket(zmq.DEALER)
+            sock.linger = 0
+            if self.conn.curve_serverkey:
+                public, secret = zmq.curve_keypair()
+                sock.curve_serverkey = self.conn.curve_serverkey.encode("ascii")
+                sock.curve_publickey = public
+                sock.curve_secretkey = secret
+            sock.connect(self.url)
+            self._sock = sock
+        return self._sock
+
+    def _reset(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._reset()
+
+    def __enter__(self) -> "HubClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- request -------------------------------------------------------------------------------
+
+    def request(self, msg_type: str, content: dict | None = None, timeout: float | None = None) -> dict:
+        """Send one request, wait for its reply; return the reply content (status ok).
+
+        Raises SourceUnavailable on timeout, HubError when the Hub answers with an error.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        with self._lock:
+            sock = self._socket()
+            msg = self.session.msg(msg_type, content=content or {})
+            msg_id = msg["header"]["msg_id"]
+            start = time.monotonic()
+            deadline = start + timeout
+            try:
+                sock.send_multipart(self.session.serialize(msg), flags=zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # not connected yet: poll below times out the same way
+            reply = None
+            while reply is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not sock.poll(max(1, int(remaining * 1000))):
+                    self._reset()
+                    raise SourceUnavailable(
+                        f"no reply from the Hub at {self.url} within {timeout:g} s: "
+                        "it is down or the key does not match"
+                    )
+                frames = sock.recv_multipart()
+                try:
+                    _, parts = self.session.feed_identities(frames)
+                    candidate = self.session.deserialize(parts, content=True)
+                except Exception:
+                    continue  # garbage or a bad signature: not our reply
+                if candidate.get("parent_header", {}).get("msg_id") == msg_id:
+                    reply = candidate
+            self.last_rtt = time.monotonic() - start
+        content = reply.get("content")
+        if not isinstance(content, dict):
+            raise SourceError(f"malformed {reply.get('msg_type')} from the Hub at {self.url}")
+        if content.get("status") != "ok":
+            raise HubError(msg_type, str(content.get("ename", "error")), str(content.get("evalue", "")))
+        return content
+
+    # -- typed helpers -------------------------------------------------------------------------
+
+    def connection_request(self, timeout: float | None = None) -> dict[int, str]:
+        """Live engines: {id: uuid}."""
+        content = self.request("connection_request", {}, timeout)
+        engines = content.get("engines") or {}
+        out: dict[int, str] = {}
+        for key, uuid in engines.items():
+            try:
+                out[int(key)] = str(uuid)
+            except (TypeError, ValueError):
+                continue
+        return out
+
+    def queue_status(
+        self, verbose: bool = False, live: Mapping[int, str] | None = None, timeout: float | None = None
+    ) -> QueueStatus:
+        """In-flight counts per *live* engine (dead ones linger in queue_reply: §4.3)."""
+        if live is None:
+            live = self.connection_request(timeout)
+        content = self.request("queue_request", {"targets": None, "verbose": verbose}, timeout)
+        status = QueueStatus()
+        unassigned = content.get("unassigned", 0)
+        status.unassigned = len(unassigned) if isinstance(unassigned, list) else int(unassigned or 0)
+
+        def count(v: Any) -> int:
+            return len(v) if isinstance(v, list) else int(v or 0)
+
+        for eid, uuid in live.items():
+            counts = content.get(str(eid)) or {}
+            status.engines[eid] = Engine(
+                uuid=uuid,
+                id=eid,
+                alive=True,
+                queue=count(counts.get("queue")),
+                tasks=count(counts.get("tasks")),
+                completed=count(counts.get("completed")),
+            )
+        return status
+
+    def history(self, timeout: float | None = None) -> list[str]:
+        content = self.request("history_request", {}, timeout)
+        return [str(m) for m in content.get("history") or []]
+
+    def db_query(self, query: Mapping[str, Any], keys: Iterable[str], timeout: float | None = None) -> list[dict]:
+        """Records matching `query`, only `keys` (always explicit: never the pickled buffers)."""
+        keys = [k for k in keys if k not in ("buffers", "result_buffers")]
+        if not self.has_label and "label" in keys:
+            keys.remove("label")
+        if not keys:
+            raise ValueError("db_query needs explicit keys")
+        _check_query(query)
+        try:
+            content = self.request("db_request", {"query": dict(query), "keys": keys}, timeout)
+        except HubError as exc:
+            if self.has_label and "label" in keys and "label" in exc.evalue and "key" in exc.evalue.lower():
+                self.has_label = False  # pre-9.1 schema
+                return self.db_query(query, keys, timeout)
+            raise
+        records = content.get("records") or []
+        return [r for r in records if isinstance(r, dict)]
+
+    def records_by_id(self, msg_ids: Sequence[str], keys: Iterable[str], timeout: float | None = None) -> list[dict]:
+        keys = list(keys)
+        out: list[dict] = []
+        for chunk in chunks([m for m in dict.fromkeys(msg_ids) if m]):
+            out.extend(self.db_query({"msg_id": {"$in": chunk}}, keys, timeout))
+        return out
+
+    def result_status(self, msg_ids: Sequence[str], timeout: float | None = None) -> tuple[list[str], list[str]]:
+        """(pending, completed) according to the Hub's memory first, then its DB."""
+        pending: list[str] = []
+        completed: list[str] = []
+        for chunk in chunks(list(dict.fromkeys(msg_ids))):
+            content = self.request("result_request", {"msg_ids": chunk, "status_only": True}, timeout)
+            pending.extend(content.get("pending") or [])
+            completed.extend(content.get("completed") or [])
+        return pending, completed
+
+    def resubmit(self, msg_ids: Sequence[str], timeout: float | None = None) -> dict[str, str]:
+        """{old: new}. Raises ActionRefused with the Hub's message when it refuses a chunk."""
+        mapping: dict[str, str] = {}
+        for chunk in chunks(list(dict.fromkeys(m for m in msg_ids if m))):
+            try:
+                content = self.request("resubmit_request", {"msg_ids": chunk}, timeout)
+            except HubError as exc:
+                done = f" ({len(mapping)} resubmitted before)" if mapping else ""
+                raise ActionRefused(f"{exc}{done}") from None
+            mapping.update({str(k): str(v) for k, v in (content.get("resubmitted") or {}).items()})
+        return mapping
+
+    def purge(self, msg_ids: Sequence[str], timeout: float | None = None) -> int:
+        """Drop these records (the caller removed pending ids). Returns how many ids were sent."""
+        ids = list(dict.fromkeys(m for m in msg_ids if m))
+        sent = 0
+        for chunk in chunks(ids):
+            try:
+                self.request("purge_request", {"msg_ids": chunk, "engine_ids": []}, timeout)
+            except HubError as exc:
+                done = f" ({sent} purged before)" if sent else ""
+                raise ActionRefused(f"{exc}{done}") from None
+            sent += len(chunk)
+        return sent
+
+    # -- backend -------------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        if self._backend is None:
+            self._backend = self.detect_backend()
+        return self._backend
+
+    def detect_backend(self, timeout: float | None = None) -> str:
+        """"sqlite" | "dictdb" | "mongodb" | "nodb" | "unknown" (see the module docstring)."""
+        try:
+            self.request("db_request", {"query": {"msg_id": {"$regex": "^$"}}, "keys": ["msg_id"]}, timeout)
+            return "mongodb"
+        except HubError as exc:
+            if exc.ename == "NoData":
+                return "nodb"
+            if "Unsupported operator" in exc.evalue:
+                return "sqlite"
+            if exc.ename == "KeyError" and "$regex" in exc.evalue:
+                return "dictdb"
+            return "unknown"
