@@ -111,8 +111,12 @@ CREATE TABLE tasks (
     signature TEXT,
     gen INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX tasks_submitted ON tasks (submitted);
-CREATE INDEX tasks_state_submitted ON tasks (state, submitted);
+CREATE INDEX tasks_submitted ON tasks (submitted, msg_id);
+CREATE INDEX tasks_state_submitted ON tasks (state, submitted, msg_id);
+CREATE INDEX tasks_engine_id ON tasks (engine_id, msg_id);
+CREATE INDEX tasks_label ON tasks (label, msg_id);
+CREATE INDEX tasks_duration ON tasks (duration, msg_id);
+CREATE INDEX tasks_ename ON tasks (ename, msg_id);
 CREATE INDEX tasks_engine ON tasks (engine_uuid, state);
 CREATE INDEX tasks_completed ON tasks (completed);
 CREATE INDEX tasks_resubmitted ON tasks (resubmitted) WHERE resubmitted IS NOT NULL;
@@ -389,9 +393,10 @@ class TaskStore:
     def _order(self, sort: str, descending: bool) -> str:
         if sort not in SORT_COLUMNS:
             raise ValueError(f"cannot sort by {sort!r}")
-        direction = "DESC" if descending else "ASC"
-        # NULLs last in either direction; msg_id breaks ties so paging is stable.
-        return f"{sort} IS NULL, {sort} {direction}, msg_id {direction}"
+        # NULLs last in either direction; msg_id breaks ties so paging is stable. No `x IS NULL` prefix:
+        # it defeats the (x, msg_id) indexes and turns every page into a full sort (0.1 s at 100k rows).
+        # SQLite sorts NULLs first, so DESC already puts them last.
+        return f"{sort} DESC, msg_id DESC" if descending else f"{sort} ASC NULLS LAST, msg_id ASC"
 
     def page(
         self,
