@@ -354,7 +354,7 @@ class LocalCluster:
     def _stop_processes(self, timeout: float = 10.0) -> None:
         engines, controller = self.engines, self.controller
         # Engines first (idle ones exit on SIGTERM in ~1-2 s; busy ones get SIGKILLed), then the Hub.
-        _end(engines, term_wait=min(2.0, timeout / 2))
+        _end(engines, term_wait=min(1.0, timeout / 2))
         if controller is not None:
             _end([controller], term_wait=min(5.0, timeout / 2))
         for log in self._logs:

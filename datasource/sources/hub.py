@@ -1,0 +1,396 @@
+"""`HubSource`: tasks, engines and queues from a live Hub over ZeroMQ; resubmit and purge through it.
+
+Sync strategy (spec §3.2, §4, §9, §11.5). The first `sync()` is a full load: `history_request` once,
+then `db_request {"msg_id": {"$in": <=500 ids}}` with `LIGHT_KEYS` per chunk (never stdout/stderr or
+buffers), one Delta per chunk with done/total progress. Each later `sync()` costs in proportion to
+what changed, not to the history size:
+
+* `connection_request` + `queue_request` every sync (~2 ms each): engines (every uuid ever seen is
+  kept, dead ones flagged), queue counts filtered to live engines.
+* new tasks: `{"submitted": {"$gte": W_s - 5 s}}` where W_s is the newest `submitted` seen. `submitted`
+  is the *client's* clock, hence the margin; the results are deduplicated against what we hold,
+  so the overlap costs a few records, never duplicates. (`$gt` is never used: DictDB inverts it.)
+* completions: `{"received": {"$gte": W_r - 1 s}}` where W_r is the newest `received` seen.
+  `received` is the *Hub's* clock, one domain, so this is exact for every task the Hub saw finish.
+  (`started`/`completed` are engine clocks: never used for cursors.)
+* pending re-check: records the Hub completes without a `received` (an engine died: the Hub or the
+  scheduler writes an EngineError) are found by re-fetching our pending ids, but only when the Hub's
+  in-flight count (sum of queue + tasks + unassigned) is below our pending count, at most every 5 s.
+* ids we act on (resubmitted originals gain `resubmitted`, new copies) are re-fetched at the next sync.
+  A copy made by *another* client's resubmit is recognised (its msg_id does not start with its
+  client_uuid) and its original looked up with `{"resubmitted": {"$in": copies}}`.
+* reconciliation every 30 s: `history_request`, diffed against what we hold: ids
+  gone (purged elsewhere, DictDB culling) -> `Delta.removed` + a warning; ids never seen (a client
+  clock far behind) -> fetched.
+
+When a request times out and the connection file changed (the Hub restarted on new ports), the
+source reconnects with the new file and reloads from scratch (a new Hub may use a new table).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Iterator
+
+from ..connection import ConnectionInfo, load_connection_file, profile_dir_of
+from ..hubclient import HubClient, HubError, chunks
+from ..model import (
+    DETAIL_KEYS,
+    LIGHT_KEYS,
+    Engine,
+    QueueStatus,
+    State,
+    TaskDetail,
+    TaskRecord,
+    is_resubmitted_copy,
+    normalize_detail,
+    normalize_record,
+)
+from .base import ActionRefused, Capabilities, Delta, SourceError, SourceUnavailable
+
+__all__ = ["HubSource", "NODB_WARNING", "DICTDB_WARNING"]
+
+NODB_WARNING = "this Hub stores no tasks; start ipcontroller with --sqlitedb or --mongodb"
+DICTDB_WARNING = (
+    "this Hub keeps tasks in memory (DictDB) and culls the oldest beyond 1,024 records; "
+    "start ipcontroller with --sqlitedb or --mongodb to keep them"
+)
+SUBMITTED_MARGIN = timedelta(seconds=5)
+RECEIVED_MARGIN = timedelta(seconds=1)
+RECONCILE_EVERY = 30.0
+PENDING_RECHECK_EVERY = 5.0
+
+
+def _iso(dt: datetime) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+class HubSource:
+    def __init__(
+        self,
+        conn: ConnectionInfo | str | os.PathLike,
+        timeout: float = 5.0,
+        *,
+        open_timeout: float | None = None,
+        reconcile_every: float = RECONCILE_EVERY,
+        clock=time.monotonic,
+    ):
+        if isinstance(conn, ConnectionInfo):
+            self._conn = conn
+            self._path = conn.path
+        else:
+            self._path = Path(conn).expanduser()
+            self._conn = None  # loaded by open(): a bad path is a SourceError there
+        self.timeout = timeout
+        self.open_timeout = min(timeout, 3.0) if open_timeout is None else open_timeout
+        self.reconcile_every = reconcile_every
+        self._clock = clock
+        self._client: HubClient | None = None
+        self._file_mtime: float | None = None
+        self._backend = "unknown"
+        self._open_warnings: list[str] = []
+        self._reset_state()
+        self.name = f"Hub {self._path or 'connection info'}"
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _reset_state(self) -> None:
+        self._records: dict[str, TaskRecord] = {}
+        self._pending: set[str] = set()
+        self._engine_ids: dict[str, int] = {}  # every uuid -> id ever seen
+        self._live: dict[int, str] = {}
+        self._submitted_wm: datetime | None = None
+        self._received_wm: datetime | None = None
+        self._loaded = False
+        self._last_reconcile = 0.0
+        self._last_pending_check = 0.0
+        self._refetch: set[str] = set()
+        self._purged: set[str] = set()
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def _describe(self) -> str:
+        assert self._conn is not None
+        where = f"Hub {self._client.url if self._client else self._conn.interface}"
+        if self._path is not None:
+            pdir = profile_dir_of(self._path)
+            if pdir.name.startswith("profile_"):
+                where += f" (profile '{pdir.name[len('profile_'):]}')"
+        return where
+
+    def open(self) -> None:
+        if self._path is not None and (self._conn is None or self._file_changed()):
+            self._conn = load_connection_file(self._path)
+        assert self._conn is not None
+        self._remember_mtime()
+        if self._client is not None:
+            self._client.close()
+        self._client = HubClient(self._conn, timeout=self.timeout)
+        self.name = self._describe()
+        self._open_warnings = self._conn.permission_warnings()
+        self._live = self._client.connection_request(timeout=self.open_timeout)
+        self._backend = self._client.detect_backend(timeout=self.timeout)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _remember_mtime(self) -> None:
+        try:
+            self._file_mtime = self._path.stat().st_mtime if self._path else None
+        except OSError:
+            self._file_mtime = None
+
+    def _file_changed(self) -> bool:
+        if self._path is None:
+            return False
+        try:
+            return self._path.stat().st_mtime != self._file_mtime
+        except OSError:
+            return False
+
+    @property
+    def client(self) -> HubClient:
+        if self._client is None:
+            raise SourceError(f"{self.name}: not open")
+        return self._client
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    def capabilities(self) -> Capabilities:
+        warnings = list(self._open_warnings)
+        stores = self._backend != "nodb"
+        if not stores:
+            warnings.append(NODB_WARNING)
+        elif self._backend == "dictdb":
+            warnings.append(DICTDB_WARNING)
+        return Capabilities(
+            kind="hub",
+            backend=self._backend,
+            stores_tasks=stores,
+            knows_running=False,
+            has_engines=True,
+            can_resubmit=stores,
+            resubmit_reason="" if stores else NODB_WARNING,
+            can_purge=stores,
+            purge_reason="" if stores else NODB_WARNING,
+            purge_via_hub=stores,
+            read_only=False,
+            warnings=tuple(warnings),
+        )
+
+    # -- sync ----------------------------------------------------------------------------------
+
+    def sync(self) -> Iterator[Delta]:
+        """Yield the deltas of one poll (see the module docstring)."""
+        if self._client is None:
+            self.open()
+        warnings: list[str] = []
+        try:
+            engines, queue = self._engines_and_queue()
+        except SourceUnavailable:
+            if not self._reconnect_if_restarted():
+                raise
+            warnings.append(f"the Hub restarted (new connection file): reconnected to {self.client.url}")
+            self._reset_state()
+            engines, queue = self._engines_and_queue()
+        if not self._loaded or self._backend == "nodb":
+            yield from self._full_load(engines, queue, warnings)
+        else:
+            yield self._delta(engines, queue, warnings)
+
+    def _reconnect_if_restarted(self) -> bool:
+        if not self._file_changed():
+            return False
+        try:
+            self.open()
+        except SourceError:
+            return False
+        return True
+
+    def _engines_and_queue(self) -> tuple[list[Engine], QueueStatus]:
+        self._live = self.client.connection_request()
+        for eid, uuid in self._live.items():
+            self._engine_ids[uuid] = eid
+        queue = self.client.queue_status(live=self._live)
+        return self._engine_list(queue), queue
+
+    def _engine_list(self, queue: QueueStatus) -> list[Engine]:
+        by_uuid = {e.uuid: e for e in queue.engines.values()}
+        out = []
+        for uuid, eid in self._engine_ids.items():
+            out.append(by_uuid.get(uuid) or Engine(uuid=uuid, id=eid, alive=False))
+        return out
+
+    def _normalize(self, raws: list[dict]) -> list[TaskRecord]:
+        out = []
+        for raw in raws:
+            rec = normalize_record(raw, self._engine_ids)
+            if not rec.msg_id:
+                continue
+            if rec.engine_uuid and rec.engine_id is not None and rec.engine_uuid not in self._engine_ids:
+                self._engine_ids[rec.engine_uuid] = rec.engine_id  # a dead engine named by an error
+            out.append(rec)
+        return out
+
+    def _remember(self, records: list[TaskRecord]) -> list[TaskRecord]:
+        """Keep these records; return those that are new or changed."""
+        changed = []
+        for rec in records:
+            if self._records.get(rec.msg_id) == rec:
+                continue
+            self._records[rec.msg_id] = rec
+            if rec.state.is_pending:
+                self._pending.add(rec.msg_id)
+            else:
+                self._pending.discard(rec.msg_id)
+            if rec.submitted is not None and (self._submitted_wm is None or rec.submitted > self._submitted_wm):
+                self._submitted_wm = rec.submitted
+            if rec.received is not None and (self._received_wm is None or rec.received > self._received_wm):
+                self._received_wm = rec.received
+            changed.append(rec)
+        return changed
+
+    def _forget(self, ids) -> list[str]:
+        gone = []
+        for msg_id in ids:
+            if self._records.pop(msg_id, None) is not None:
+                gone.append(msg_id)
+            self._pending.discard(msg_id)
+        return gone
+
+    def _fetch(self, ids) -> list[TaskRecord]:
+        return self._normalize(self.client.records_by_id(list(ids), LIGHT_KEYS))
+
+    def _full_load(self, engines: list[Engine], queue: QueueStatus, warnings: list[str]) -> Iterator[Delta]:
+        if self._backend == "nodb":
+            yield Delta(reset=not self._loaded, engines=engines, queue=queue, warnings=warnings)
+            self._loaded = True
+            return
+        ids = self.client.history()
+        total = len(ids)
+        self._records.clear()
+        self._pending.clear()
+        yield Delta(reset=True, loading=bool(ids), engines=engines, queue=queue, done=0, total=total,
+                    warnings=warnings)
+        done = 0
+        parts = list(chunks(ids))
+        for i, chunk in enumerate(parts):
+            records = self._fetch(chunk)
+            self._remember(records)
+            done += len(chunk)
+            last = i == len(parts) - 1
+            yield Delta(upserts=records, loading=not last, done=done, total=total,
+                        engines=self._engine_list(queue) if last else None)
+        self._loaded = True
+        self._last_reconcile = self._clock()
+
+    def _delta(self, engines: list[Engine], queue: QueueStatus, warnings: list[str]) -> Delta:
+        client = self.client
+        now = self._clock()
+        fetched: list[TaskRecord] = []
+        if self._submitted_wm is not None:
+            since = _iso(self._submitted_wm - SUBMITTED_MARGIN)
+            fetched += self._normalize(client.db_query({"submitted": {"$gte": since}}, LIGHT_KEYS))
+        else:
+            self._last_reconcile = 0.0  # nothing known yet: let history tell
+        if self._received_wm is not None:
+            since = _iso(self._received_wm - RECEIVED_MARGIN)
+            fetched += self._normalize(client.db_query({"received": {"$gte": since}}, LIGHT_KEYS))
+        elif self._pending:
+            self._refetch |= self._pending  # no completion seen yet: ask for the pending ones
+        in_flight = queue.unassigned + sum(e.queue + e.tasks for e in queue.engines.values())
+        if (
+            self._pending
+            and in_flight < len(self._pending)
+            and now - self._last_pending_check >= PENDING_RECHECK_EVERY
+        ):
+            self._refetch |= self._pending
+            self._last_pending_check = now
+        seen = {r.msg_id for r in fetched}
+        refetch = [m for m in self._refetch if m not in seen]
+        self._refetch.clear()
+        if refetch:
+            fetched += self._fetch(refetch)
+        # Copies made by someone else's resubmit: refresh their originals' `resubmitted` field.
+        copies = [
+            r.msg_id
+            for r in fetched
+            if r.msg_id not in self._records and r.client and not r.msg_id.startswith(f"{r.client}_")
+        ]
+        for chunk in chunks(copies):
+            originals = client.db_query({"resubmitted": {"$in": chunk}}, ["msg_id"])
+            fetched += self._fetch(o["msg_id"] for o in originals if o.get("msg_id") not in seen)
+        removed = self._forget(self._purged)
+        self._purged.clear()
+        if now - self._last_reconcile >= self.reconcile_every:
+            gone, missing = self._reconcile()
+            if gone:
+                n = len(gone)
+                warnings.append(f"{n} record{'s' if n != 1 else ''} disappeared since the last poll")
+                removed += gone
+            fetched += self._fetch(missing) if missing else []
+        upserts = self._remember(fetched)
+        return Delta(upserts=upserts, removed=removed, engines=engines, queue=queue, warnings=warnings)
+
+    def _reconcile(self) -> tuple[list[str], list[str]]:
+        history = self.client.history()
+        self._last_reconcile = self._clock()
+        current = set(history)
+        gone = self._forget([m for m in self._records if m not in current])
+        missing = [m for m in history if m not in self._records]
+        return gone, missing
+
+    # -- detail and actions --------------------------------------------------------------------
+
+    def _check_stores(self, what: str) -> None:
+        if self._backend == "nodb":
+            raise ActionRefused(f"cannot {what}: {NODB_WARNING}")
+
+    def detail(self, msg_id: str) -> TaskDetail:
+        self._check_stores("show task details")
+        raws = self.client.db_query({"msg_id": {"$in": [msg_id]}}, DETAIL_KEYS)
+        if not raws:
+            raise SourceError(f"task {msg_id} is not in the Hub's database (purged or culled?)")
+        raw = raws[0]
+        resubmitted_from = None
+        header = raw.get("header") if isinstance(raw.get("header"), dict) else None
+        if is_resubmitted_copy(msg_id, header) or (header is None and raw.get("queue") == "task"):
+            parents = self.client.db_query({"resubmitted": {"$eq": msg_id}}, ["msg_id"])
+            if parents:
+                resubmitted_from = str(parents[0]["msg_id"])
+        return normalize_detail(raw, self._engine_ids, resubmitted_from=resubmitted_from)
+
+    def resubmit(self, msg_ids: list[str]) -> dict[str, str]:
+        self._check_stores("resubmit")
+        if not msg_ids:
+            return {}
+        mapping = self.client.resubmit(msg_ids)
+        self._refetch |= set(mapping) | set(mapping.values())
+        return mapping
+
+    def purge(self, msg_ids: list[str]) -> int:
+        self._check_stores("purge")
+        ids = [m for m in dict.fromkeys(msg_ids) if m]
+        if not ids:
+            return 0
+        pending = [m for m in ids if m in self._pending]
+        if pending:
+            raise ActionRefused(
+                f"refusing to purge {len(pending)} pending task{'s' if len(pending) != 1 else ''} "
+                f"(first: {pending[0]}): wait for them to finish"
+            )
+        try:
+            n = self.client.purge(ids)
+        except ActionRefused:
+            raise
+        except HubError as exc:
+            raise ActionRefused(str(exc)) from None
+        self._purged |= set(ids)
+        return n

@@ -1,0 +1,187 @@
+"""HubClient against real Hubs (shared session clusters; nothing here mutates them)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from datasource.connection import ConnectionInfo, load_connection_file
+from datasource.hubclient import MATCH_ALL, HubClient, HubError
+from datasource.model import LIGHT_KEYS
+from datasource.sources.base import ActionRefused, SourceUnavailable
+
+pytestmark = pytest.mark.cluster
+
+
+def test_hubtop_never_imports_ipyparallel():
+    code = (
+        "import sys\n"
+        "import datasource.connection, datasource.hubclient, datasource.sources.hub, datasource.cluster\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'ipyparallel')\n"
+        "print(bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_connection_and_queue(cluster_sqlite):
+    with cluster_sqlite.hub_client() as client:
+        engines = client.connection_request()
+        assert sorted(engines) == [0, 1]
+        status = client.queue_status(live=engines)
+        assert sorted(status.engines) == [0, 1]
+        assert all(e.alive and e.uuid == engines[i] for i, e in status.engines.items())
+        # the long sleep of the workload occupies one engine
+        assert sum(e.tasks for e in status.engines.values()) == 1
+        assert sum(e.completed for e in status.engines.values()) == len(cluster_sqlite.workload.all) - 1
+        verbose = client.queue_status(verbose=True)
+        assert sum(e.tasks for e in verbose.engines.values()) == 1
+        assert client.last_rtt < 1.0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "dictdb", "nodb", "mongodb"])
+def test_backend_detection(request, backend):
+    cluster = request.getfixturevalue(f"cluster_{backend}")
+    with cluster.hub_client() as client:
+        start = time.monotonic()
+        assert client.backend == backend
+        assert time.monotonic() - start < 1.0
+
+
+def test_history_and_db_query(cluster_sqlite):
+    w = cluster_sqlite.workload
+    with cluster_sqlite.hub_client() as client:
+        history = client.history()
+        assert sorted(history) == sorted(w.all)
+        records = client.db_query(MATCH_ALL, ["msg_id", "completed"])
+        assert sorted(r["msg_id"] for r in records) == sorted(w.all)
+        pending = client.db_query({"completed": {"$eq": None}}, ["msg_id"])
+        assert [r["msg_id"] for r in pending] == w.pending
+        both = client.db_query({"queue": {"$eq": "mux"}, "msg_id": {"$in": w.direct}}, ["msg_id", "queue"])
+        assert [r["msg_id"] for r in both] == w.direct
+
+
+def test_records_by_id_is_chunked(cluster_sqlite):
+    """1,200 ids in one $in fails on SQLite (expression depth): the client chunks them."""
+    w = cluster_sqlite.workload
+    ids = [f"nope-{i}" for i in range(1200)] + w.all
+    with cluster_sqlite.hub_client() as client:
+        records = client.records_by_id(ids, LIGHT_KEYS)
+    assert sorted(r["msg_id"] for r in records) == sorted(w.all)
+    assert all("buffers" not in r and "stdout" not in r for r in records)
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ({}, "empty query"),
+        ({"submitted": {"$gt": "2026-01-01T00:00:00Z"}}, r"\$gt"),
+        ({"msg_id": {"$in": []}}, r"empty \$in"),
+        ({"msg_id": {"$in": ["a", None]}}, r"None inside \$in"),
+        ({"msg_id": {"$in": [str(i) for i in range(501)]}}, "chunk"),
+        ({"queue": "mux", "msg_id": "x"}, r"explicit \$eq"),
+    ],
+)
+def test_unsafe_queries_refused_before_sending(cluster_sqlite, query, message):
+    with cluster_sqlite.hub_client() as client:
+        with pytest.raises(ValueError, match=message):
+            client.db_query(query, ["msg_id"])
+
+
+def test_error_replies_are_one_line(cluster_sqlite):
+    with cluster_sqlite.hub_client() as client:
+        with pytest.raises(HubError) as err:
+            client.request("bogus_request", {})
+        assert err.value.ename == "KeyError"
+        assert str(err.value).startswith("Hub refused bogus_request: KeyError:")
+        with pytest.raises(HubError, match="Illegal testing key"):
+            client.db_query({"result_content.status": {"$eq": "ok"}}, ["msg_id"])
+        # the client still works after errors
+        assert len(client.connection_request()) == 2
+
+
+def test_stale_replies_are_dropped(cluster_sqlite):
+    with cluster_sqlite.hub_client() as client:
+        sock = client._socket()
+        sock.send_multipart(client.session.serialize(client.session.msg("history_request", {})))
+        time.sleep(0.2)  # its reply is now waiting on the socket
+        engines = client.connection_request()
+        assert sorted(engines) == [0, 1]
+
+
+def test_purge_of_pending_is_refused_by_the_hub(cluster_sqlite):
+    w = cluster_sqlite.workload
+    with cluster_sqlite.hub_client() as client:
+        with pytest.raises(ActionRefused) as err:
+            client.purge(w.pending + w.succeeded[:1])
+        assert str(err.value) == f"Hub refused purge_request: IndexError: msg pending: '{w.pending[0]}'"
+        # nothing was dropped
+        assert sorted(client.history()) == sorted(w.all)
+        assert client.purge([]) == 0
+
+
+def test_resubmit_unknown_is_refused(cluster_sqlite):
+    with cluster_sqlite.hub_client() as client:
+        with pytest.raises(ActionRefused, match="Hub refused resubmit_request: KeyError: .*No such msg"):
+            client.resubmit(["no-such-msg-id"])
+
+
+def test_result_status(cluster_sqlite):
+    w = cluster_sqlite.workload
+    with cluster_sqlite.hub_client() as client:
+        pending, completed = client.result_status(w.pending + w.succeeded)
+    assert pending == w.pending
+    assert sorted(completed) == sorted(w.succeeded)
+
+
+def test_nodb_refuses_history(cluster_nodb):
+    with cluster_nodb.hub_client() as client:
+        with pytest.raises(HubError) as err:
+            client.history()
+        assert err.value.ename == "NoData"
+        assert len(client.connection_request()) == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_wrong_key_times_out_with_a_clear_message(cluster_sqlite, tmp_path):
+    cfg = json.loads(cluster_sqlite.connection_file.read_text())
+    secret = "0123456789abcdef-not-the-key"
+    cfg["key"] = secret
+    path = tmp_path / "ipcontroller-client.json"
+    path.write_text(json.dumps(cfg))
+    conn = load_connection_file(path)
+    client = HubClient(conn, timeout=0.5)
+    start = time.monotonic()
+    with pytest.raises(SourceUnavailable) as err:
+        client.connection_request()
+    elapsed = time.monotonic() - start
+    assert 0.4 < elapsed < 1.5
+    msg = str(err.value)
+    assert msg == (
+        f"no reply from the Hub at tcp://127.0.0.1:{cfg['registration']} within 0.5 s: "
+        "it is down or the key does not match"
+    )
+    assert secret not in msg and secret not in repr(client) and secret not in repr(conn)
+    client.close()
+
+
+def test_dead_hub_times_out_and_recovers_socket():
+    cfg = {"interface": "tcp://127.0.0.1", "registration": _free_port(), "key": "k", "signature_scheme": "hmac-sha256"}
+    client = HubClient(ConnectionInfo.from_dict(cfg), timeout=0.3)
+    for _ in range(2):  # the socket is recreated after each timeout: the second call times out the same way
+        start = time.monotonic()
+        with pytest.raises(SourceUnavailable, match="it is down or the key does not match"):
+            client.history()
+        assert time.monotonic() - start < 1.0
+    client.close()
