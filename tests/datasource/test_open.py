@@ -265,3 +265,97 @@ def test_describe_spec(tasks_db) -> None:
     assert describe_spec("mongodb://h:1/db") == "MongoDB mongodb://h:1/db"
     assert describe_spec(str(tasks_db)) == f"SQLite file {tasks_db}"
     assert describe_spec(profile="p", cluster_id="c") == "the Hub of profile p, cluster id c"
+
+
+# -- the direct fast path, against real clusters ------------------------------------------------------
+
+
+def _poll_until(poller, store, ids, timeout: float = 10.0) -> None:
+    """Poll until every id is in the store in a final state (the Hub commits tasks.db every 2 s)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        out = poller.step()
+        assert out.status.state == "connected", out.status.message
+        recs = store.get_many(ids)
+        if len(recs) == len(ids) and all(r.state.is_done for r in recs):
+            return
+        assert time.monotonic() < deadline, f"{len(recs)} of {len(ids)} tasks after {timeout} s"
+        time.sleep(0.3)
+
+
+def _close(source) -> None:
+    source.close()
+    hub = getattr(source, "hub", None)
+    if hub is not None:
+        hub.close()
+
+
+@pytest.mark.cluster
+def test_direct_path_for_a_local_sqlite_hub(cluster_sqlite) -> None:
+    from datasource.model import State
+    from datasource.poller import Poller
+    from datasource.store import TaskStore
+
+    w = cluster_sqlite.workload
+    info = cluster_sqlite.connection_info()
+    source = open_source(str(cluster_sqlite.connection_file))
+    try:
+        assert isinstance(source, SQLiteSource) and source.path == cluster_sqlite.tasks_db
+        assert source.name.endswith(f"tasks.db (direct) + Hub {info.url('registration')}")
+        caps = source.capabilities()
+        assert caps.kind == "sqlite" and caps.has_engines and caps.can_resubmit and caps.purge_via_hub
+        store = TaskStore()
+        poller = Poller(source, store)
+        assert poller.open().status.state == "loading"
+        _poll_until(poller, store, [m for m in w.all if m not in w.pending])
+        assert store.get(w.value_errors[0]).state is State.FAILED
+        assert store.get(w.value_errors[0]).ename == "ValueError"
+        assert store.get(w.pending[0]).state.is_pending
+        assert [e.alive for e in store.engines()] == [True, True]
+    finally:
+        _close(source)
+
+
+@pytest.mark.cluster
+def test_no_direct_path_when_turned_off(cluster_sqlite) -> None:
+    source = open_source(str(cluster_sqlite.connection_file), direct=False)
+    assert isinstance(source, HubSource)
+
+
+@pytest.mark.cluster
+def test_no_direct_path_for_dictdb_even_with_a_tasks_db(fresh_cluster) -> None:
+    cluster = fresh_cluster("dictdb", n=1)
+    # A tasks.db left in the profile by an earlier SQLite Hub must not be taken for this Hub's database.
+    write_sqlite(cluster.profile_dir / "tasks.db", make_records(10))
+    source = open_source(str(cluster.connection_file))
+    assert isinstance(source, HubSource)
+
+
+@pytest.mark.cluster
+def test_no_direct_path_for_a_stale_tasks_db(fresh_cluster) -> None:
+    # This Hub writes its SQLite file elsewhere; the profile's tasks.db is an old one.
+    cluster = fresh_cluster("sqlite", n=1, controller_args=["--SQLiteDB.filename=elsewhere.db"])
+    write_sqlite(cluster.profile_dir / "tasks.db", make_records(10))
+    import cluster_workload
+
+    cluster_workload.run_more(cluster.connection_file, 2)
+    source = open_source(str(cluster.connection_file))
+    assert isinstance(source, HubSource)
+    assert isinstance(open_source(str(cluster.profile_dir / "elsewhere.db")), SQLiteSource)
+
+
+def test_direct_path_not_taken_when_the_hub_is_down(tmp_path, tasks_db) -> None:
+    # A local connection file whose Hub does not answer, next to a tasks.db: the Hub path (which retries).
+    profile = tmp_path / "profile_gone"
+    (profile / "security").mkdir(parents=True)
+    path = profile / "security" / "ipcontroller-client.json"
+    path.write_text(json.dumps(CONN))
+    (profile / "tasks.db").write_bytes(tasks_db.read_bytes())
+    import time
+
+    start = time.monotonic()
+    source = open_source(str(path), timeout=5.0)
+    assert isinstance(source, HubSource)
+    assert time.monotonic() - start < 3.0  # the probe is bounded by PROBE_TIMEOUT, not the full timeout
