@@ -13,6 +13,8 @@ what changed, not to the history size:
 * completions: `{"received": {"$gte": W_r - 1 s}}` where W_r is the newest `received` seen.
   `received` is the *Hub's* clock, one domain, so this is exact for every task the Hub saw finish.
   (`started`/`completed` are engine clocks: never used for cursors.)
+  Both range queries carry `"$ne": None` *before* `$gte`: DictDB evaluates a field's operators in
+  order and `None >= datetime` raises TypeError there (pending tasks have no `received`).
 * pending re-check: records the Hub completes without a `received` (an engine died: the Hub or the
   scheduler writes an EngineError) are found by re-fetching our pending ids, but only when the Hub's
   in-flight count (sum of queue + tasks + unassigned) is below our pending count, at most every 5 s.
@@ -297,12 +299,12 @@ class HubSource:
         fetched: list[TaskRecord] = []
         if self._submitted_wm is not None:
             since = _iso(self._submitted_wm - SUBMITTED_MARGIN)
-            fetched += self._normalize(client.db_query({"submitted": {"$gte": since}}, LIGHT_KEYS))
+            fetched += self._normalize(client.db_query({"submitted": {"$ne": None, "$gte": since}}, LIGHT_KEYS))
         else:
             self._last_reconcile = 0.0  # nothing known yet: let history tell
         if self._received_wm is not None:
             since = _iso(self._received_wm - RECEIVED_MARGIN)
-            fetched += self._normalize(client.db_query({"received": {"$gte": since}}, LIGHT_KEYS))
+            fetched += self._normalize(client.db_query({"received": {"$ne": None, "$gte": since}}, LIGHT_KEYS))
         elif self._pending:
             self._refetch |= self._pending  # no completion seen yet: ask for the pending ones
         in_flight = queue.unassigned + sum(e.queue + e.tasks for e in queue.engines.values())
