@@ -216,9 +216,15 @@ def _render_cmp(cmp: Cmp) -> str:
         # an equality renders as a glob without wildcards (the parser reads it back as eq)
         if not _GLOB_CHARS.search(value):
             qualifier = field
+    if field == "queue" and not set(value if op == "in" else (value,)) <= {"task", "mux"}:
+        qualifier = None
+    if field == "engine_uuid" and not re.fullmatch(r"[0-9a-f][0-9a-f-]*", value or ""):
+        qualifier = None
     if qualifier is not None and op != "glob" or (op == "glob" and _GLOB_CHARS.search(value)):
         if qualifier is not None:
             values = value if op == "in" else (value,)
+            if field == "engine_uuid" and value.isdigit():
+                return f"engine:{value}*"
             rendered = ",".join(
                 format_time(v) if isinstance(v, datetime) else _render_value(str(v)) for v in values
             )

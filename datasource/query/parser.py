@@ -56,7 +56,7 @@ _TEXT_STOP = set(" \t\r\n\f\v()|\"")
 _DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_UUID_PREFIX = re.compile(r"[0-9a-fA-F-]+")
+_UUID_PREFIX = re.compile(r"[0-9a-fA-F][0-9a-fA-F-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +170,7 @@ class _Scanner:
             self.tokens.append(_Tok("term", start + 1, self.qualifier(name, values, start)))
             return
         i = start
-        while i < len(text) and text[i] not in _TEXT_STOP:
+        while i < len(text) and text[i] not in _TEXT_STOP and not text[i].isspace():
             i += 1
         word = text[start:i]
         self.i = i
@@ -185,15 +185,16 @@ class _Scanner:
         out: list[tuple[str, int]] = []
         while True:
             start = self.i
-            if start < len(text) and text[start] == '"':
+            quoted = start < len(text) and text[start] == '"'
+            if quoted:
                 value = self.quoted()
             else:
                 i = start
-                while i < len(text) and text[i] not in _BARE_STOP:
+                while i < len(text) and text[i] not in _BARE_STOP and not text[i].isspace():
                     i += 1
                 value, self.i = text[start:i], i
             if not value:
-                raise self.error(f"empty value for '{name}'", start if out else qstart)
+                raise self.error(f"empty value for '{name}'", start if out or quoted else qstart)
             out.append((value, start))
             if self.i < len(text) and text[self.i] == ",":
                 self.i += 1
@@ -231,8 +232,9 @@ class _Scanner:
                     raise self.error(f"bad engine id '{value}'", i, ": too large")
                 if n not in ids:
                     ids.append(n)
-            elif _UUID_PREFIX.fullmatch(value):
-                prefixes.append(Cmp("engine_uuid", "prefix", value.lower()))
+            elif _UUID_PREFIX.fullmatch(value.removesuffix("*")):
+                # `engine:1e0d*` also reads as a prefix; needed for an all-digit uuid prefix
+                prefixes.append(Cmp("engine_uuid", "prefix", value.removesuffix("*").lower()))
             else:
                 raise self.error(f"bad engine id '{value}'", i, ": expected an integer id or a uuid prefix")
         nodes = ([_eq_or_in("engine_id", ids)] if ids else []) + prefixes
