@@ -268,3 +268,127 @@ def test_execute_resubmit_partial_keeps_mapping() -> None:
     r = execute(preview("resubmit", ids, store, source.capabilities()), source, chunk=4)
     assert not r.ok and r.sent == 4 and len(r.resubmitted) == 4
     assert r.message == "resubmitted 4 of 10 tasks, then: Hub refused resubmit_request: KeyError: No such msg(s)"
+
+
+# -- against a real cluster ---------------------------------------------------------------------------
+
+
+def _poll_until(poller, store, check, timeout: float = 15.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        out = poller.step()
+        assert out.status.state == "connected", out.status.message
+        if check():
+            return
+        assert time.monotonic() < deadline, "the store never showed the expected state"
+        time.sleep(0.25)
+
+
+def _hub_ids(client, ids) -> set[str]:
+    return {r["msg_id"] for r in client.db_query({"msg_id": {"$in": list(ids)}}, ["msg_id"])}
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("path", ["hub", "direct"])
+def test_resubmit_and_purge_on_a_real_hub(fresh_cluster, path: str) -> None:
+    from datasource.poller import Poller
+    from datasource.sources.hub import HubSource
+    from datasource.sources.open import open_source
+    from datasource.sources.sqlite import SQLiteSource
+
+    cluster = fresh_cluster("sqlite", workload=True)
+    w = cluster.workload
+    source = open_source(str(cluster.connection_file), direct=path == "direct")
+    assert isinstance(source, SQLiteSource if path == "direct" else HubSource)
+    store = TaskStore()
+    poller = Poller(source, store)
+    hub = cluster.hub_client()
+    try:
+        poller.open()
+        _poll_until(poller, store, lambda: all(r.state.is_done for r in store.get_many(w.done_ok + w.failed))
+                    and len(store.get_many(w.all)) == len(w.all))
+        caps = source.capabilities()
+
+        # Resubmit the failed task under the cursor: a mapping, then the new task and the flagged original.
+        old = w.value_errors[0]
+        p = preview("resubmit", [old], store, caps, scope=scope_cursor())
+        assert p.allowed and p.send == [old] and p.warnings == []
+        r = execute(p, source)
+        assert r.ok and r.sent == 1 and r.message == "resubmitted 1 task"
+        new = r.resubmitted[old]
+        assert new != old and new.split("_")[0] != old.split("_")[0]  # the Hub's session prefix
+        _poll_until(poller, store, lambda: store.get(new) is not None and store.get(old).resubmitted == new)
+        assert hub.db_query({"msg_id": {"$in": [old]}}, ["resubmitted"])[0]["resubmitted"] == new
+        assert store.lineage(new) == [old, new]
+
+        # Purge one completed task: gone from the Hub's records and from the store.
+        gone = w.succeeded[0]
+        r = execute(preview("purge", [gone], store, caps, scope=scope_cursor()), source)
+        assert r.ok and r.message == "purged 1 task"
+        assert _hub_ids(hub, [gone]) == set()
+        _poll_until(poller, store, lambda: store.get(gone) is None)
+
+        # Purge two completed tasks and the pending one: the pending id is never sent, the rest is purged.
+        ids = [w.succeeded[1], w.succeeded[2], w.pending[0]]
+        p = preview("purge", ids, store, caps, scope=scope_marked(3))
+        assert p.pending == [w.pending[0]] and p.send == ids[:2]
+        assert p.warnings == ["1 pending task is left out: the Hub refuses to purge pending tasks"]
+        r = execute(p, source, store=store)
+        assert r.ok and r.sent == 2, r.message
+        assert _hub_ids(hub, ids) == {w.pending[0]}
+        _poll_until(poller, store, lambda: store.get(ids[0]) is None and store.get(ids[1]) is None)
+        assert store.get(w.pending[0]).state.is_pending
+
+        # Everything completed, in chunks of 3: the Hub keeps only what is still pending.
+        done = completed_ids(store)
+        assert len(done) >= 6
+        r = execute(preview("purge", done, store, caps), source, chunk=3)
+        assert r.ok and r.sent == len(done), r.message
+        assert _hub_ids(hub, done) == set()
+        assert w.pending[0] in _hub_ids(hub, [w.pending[0]])
+    finally:
+        hub.close()
+        poller.close()
+        if getattr(source, "hub", None) is not None:
+            source.hub.close()
+
+
+@pytest.mark.cluster
+def test_purge_race_with_a_task_the_hub_still_has_pending(fresh_cluster) -> None:
+    """The store says completed, the Hub says pending (a stale view): the real Hub's refusal names the id,
+    which is dropped, and the rest of the chunk is purged."""
+    import cluster_workload
+
+    from datasource.sources.base import Delta
+    from datasource.sources.open import open_source
+
+    cluster = fresh_cluster("sqlite", n=1, workload=False)
+    done = cluster_workload.run_more(cluster.connection_file, 3)
+    w = cluster_workload.run_workload(cluster.connection_file, with_pending=True)
+    source = open_source(str(cluster.connection_file))  # the direct path: purge goes straight to the Hub
+    store = TaskStore()
+    hub = cluster.hub_client()
+    try:
+        source.open()
+        import time
+
+        deadline = time.monotonic() + 10
+        while len(store.get_many(done + w.pending)) < 4 and time.monotonic() < deadline:
+            for delta in source.sync():
+                store.apply(delta)
+            time.sleep(0.3)
+        stale = store.get(w.pending[0])
+        stale.state = State.SUCCEEDED
+        store.apply(Delta(upserts=[stale]))
+        p = preview("purge", done + w.pending, store, source.capabilities())
+        assert p.pending == [] and len(p.send) == 4  # the stale store does not know
+        r = execute(p, source)
+        assert r.ok and r.sent == 3
+        assert r.message == "purged 3 tasks (1 pending task left out: the Hub still had them pending)"
+        assert _hub_ids(hub, done + w.pending) == {w.pending[0]}
+    finally:
+        hub.close()
+        source.close()
+        source.hub.close()
