@@ -4,6 +4,8 @@ import logging
 import threading
 from datetime import timedelta
 
+import pytest
+
 from datasource.model import State
 from datasource.poller import Poller
 from datasource.sources.base import Capabilities, Delta, SourceUnavailable
@@ -254,3 +256,33 @@ def test_pause_and_resume() -> None:
     assert out.status.state == "paused" and store.total == 0
     poller.resume()
     assert poller.step().status.state == "connected" and store.total == 10
+
+
+@pytest.mark.cluster
+def test_real_hub_lost_and_back(fresh_cluster) -> None:
+    """A real Hub killed and restarted: one "connection lost", backoff while down, one "reconnected"."""
+    from datasource.sources.hub import HubSource
+
+    cluster = fresh_cluster("sqlite", n=1)
+    source = HubSource(cluster.connection_file, timeout=1.0)
+    store = TaskStore()
+    clock = Clock()
+    poller = Poller(source, store, clock=clock)
+    try:
+        poller.open()
+        out = poller.step()
+        assert out.status.state == "connected" and out.event is None
+        cluster.kill_controller()
+        out = poller.step()
+        assert out.status.state == "retrying"
+        assert out.event.startswith("connection lost: no reply from the Hub at tcp://127.0.0.1:")
+        assert poller.next_delay(1.0) == 2.0
+        out = poller.step()
+        assert out.event is None and poller.next_delay(1.0) == 4.0
+        cluster.restart_controller()
+        out = poller.step()
+        assert out.status.state == "connected", out.status.message
+        assert out.event == "reconnected"
+        assert any("the Hub restarted" in w for w in out.warnings)
+    finally:
+        poller.close()
