@@ -27,7 +27,7 @@ from .connection import ConnectionInfo
 from .model import Engine, QueueStatus
 from .sources.base import ActionRefused, SourceError, SourceUnavailable
 
-__all__ = ["HubClient", "HubError", "CHUNK", "MATCH_ALL", "chunks"]
+__all__ = ["HubClient", "HubError", "IOPubListener", "CHUNK", "MATCH_ALL", "chunks"]
 
 CHUNK = 500  # ids per $in / resubmit / purge request (SQLite fails above ~1000)
 MATCH_ALL: dict = {"msg_id": {"$ne": ""}}  # `{}` is invalid SQL on the SQLite backend
@@ -287,3 +287,64 @@ class HubClient:
             if exc.ename == "KeyError" and "$regex" in exc.evalue:
                 return "dictdb"
             return "unknown"
+
+
+class IOPubListener:
+    """SUB on the Hub's `iopub` relay: which tasks are running right now (status busy/idle, §4.12).
+
+    Drained without blocking at each sync. A fresh subscriber misses what happened before it
+    connected (slow joiner), so tasks already running then are only known as pending. Subscribing
+    receives every engine's output too: at most `max_messages` are read per drain, and the socket's
+    receive high-water mark drops the excess instead of growing memory.
+    """
+
+    def __init__(self, conn: ConnectionInfo, context: zmq.Context | None = None, session=None):
+        self.url = conn.url("iopub")
+        self.session = session or conn.make_session()
+        ctx = context or zmq.Context.instance()
+        sock = ctx.socket(zmq.SUB)
+        sock.linger = 0
+        sock.rcvhwm = 10_000
+        if conn.curve_serverkey:
+            public, secret = zmq.curve_keypair()
+            sock.curve_serverkey = conn.curve_serverkey.encode("ascii")
+            sock.curve_publickey = public
+            sock.curve_secretkey = secret
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(self.url)
+        self._sock: zmq.Socket | None = sock
+        self.running: set[str] = set()  # msg_ids seen busy and not yet idle
+        self.received = 0
+
+    def drain(self, max_messages: int = 20_000) -> set[str]:
+        """Read what is waiting (never blocks); return the running set."""
+        sock = self._sock
+        if sock is None:
+            return self.running
+        for _ in range(max_messages):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self.received += 1
+            try:
+                _, parts = self.session.feed_identities(frames)
+                msg = self.session.deserialize(parts, content=True)
+            except Exception:
+                continue
+            if msg.get("msg_type") != "status":
+                continue
+            parent = (msg.get("parent_header") or {}).get("msg_id")
+            state = (msg.get("content") or {}).get("execution_state")
+            if not parent:
+                continue
+            if state == "busy":
+                self.running.add(parent)
+            elif state in ("idle", "dead"):
+                self.running.discard(parent)
+        return self.running
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None

@@ -25,12 +25,18 @@ what changed, not to the history size:
   gone (purged elsewhere, DictDB culling) -> `Delta.removed` + a warning; ids never seen (a client
   clock far behind) -> fetched.
 
+Running vs pending: an `IOPubListener` (SUB on the `iopub` relay) is drained without blocking at
+each sync; a pending task seen `status: busy` (and not yet idle) is upserted as `running`
+(`knows_running`). A fresh subscriber misses tasks that started before it connected: those stay
+`pending` (never called `queued`, which we cannot prove). `live_running=False` turns it off.
+
 When a request times out and the connection file changed (the Hub restarted on new ports), the
 source reconnects with the new file and reloads from scratch (a new Hub may use a new table).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from datetime import datetime, timedelta
@@ -38,7 +44,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..connection import ConnectionInfo, load_connection_file, profile_dir_of
-from ..hubclient import HubClient, HubError, chunks
+from ..hubclient import HubClient, HubError, IOPubListener, chunks
 from ..model import (
     DETAIL_KEYS,
     LIGHT_KEYS,
@@ -78,6 +84,7 @@ class HubSource:
         *,
         open_timeout: float | None = None,
         reconcile_every: float = RECONCILE_EVERY,
+        live_running: bool = True,
         clock=time.monotonic,
     ):
         if isinstance(conn, ConnectionInfo):
@@ -91,6 +98,9 @@ class HubSource:
         self.reconcile_every = reconcile_every
         self._clock = clock
         self._client: HubClient | None = None
+        self.live_running = live_running
+        self._iopub: IOPubListener | None = None
+        self._running: set[str] = set()
         self._file_mtime: float | None = None
         self._backend = "unknown"
         self._open_warnings: list[str] = []
@@ -135,8 +145,16 @@ class HubSource:
         self._open_warnings = self._conn.permission_warnings()
         self._live = self._client.connection_request(timeout=self.open_timeout)
         self._backend = self._client.detect_backend(timeout=self.timeout)
+        if self._iopub is not None:
+            self._iopub.close()
+            self._iopub = None
+        if self.live_running and self._backend != "nodb" and "iopub" in self._conn.ports:
+            self._iopub = IOPubListener(self._conn)
 
     def close(self) -> None:
+        if self._iopub is not None:
+            self._iopub.close()
+            self._iopub = None
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -176,7 +194,7 @@ class HubSource:
             kind="hub",
             backend=self._backend,
             stores_tasks=stores,
-            knows_running=False,
+            knows_running=self._iopub is not None,
             has_engines=True,
             can_resubmit=stores,
             resubmit_reason="" if stores else NODB_WARNING,
@@ -202,6 +220,8 @@ class HubSource:
             warnings.append(f"the Hub restarted (new connection file): reconnected to {self.client.url}")
             self._reset_state()
             engines, queue = self._engines_and_queue()
+        if self._iopub is not None:
+            self._running = set(self._iopub.drain())
         if not self._loaded or self._backend == "nodb":
             yield from self._full_load(engines, queue, warnings)
         else:
@@ -236,9 +256,27 @@ class HubSource:
             rec = normalize_record(raw, self._engine_ids)
             if not rec.msg_id:
                 continue
+            self._mark_running(rec)
             if rec.engine_uuid and rec.engine_id is not None and rec.engine_uuid not in self._engine_ids:
                 self._engine_ids[rec.engine_uuid] = rec.engine_id  # a dead engine named by an error
             out.append(rec)
+        return out
+
+    def _mark_running(self, rec: TaskRecord) -> None:
+        """Pending + seen busy on IOPub -> running (queued cannot be told: a fresh SUB misses history)."""
+        if self._iopub is not None and rec.state.is_pending:
+            rec.state = State.RUNNING if rec.msg_id in self._running else State.PENDING
+
+    def _running_changes(self) -> list[TaskRecord]:
+        out = []
+        for msg_id in self._pending:
+            rec = self._records.get(msg_id)
+            if rec is None:
+                continue
+            copy = dataclasses.replace(rec)
+            self._mark_running(copy)
+            if copy.state is not rec.state:
+                out.append(copy)
         return out
 
     def _remember(self, records: list[TaskRecord]) -> list[TaskRecord]:
@@ -329,6 +367,7 @@ class HubSource:
         for chunk in chunks(copies):
             originals = client.db_query({"resubmitted": {"$in": chunk}}, ["msg_id"])
             fetched += self._fetch(o["msg_id"] for o in originals if o.get("msg_id") not in seen)
+        fetched += self._running_changes()
         removed = self._forget(self._purged)
         self._purged.clear()
         if now - self._last_reconcile >= self.reconcile_every:
@@ -339,7 +378,9 @@ class HubSource:
                 removed += gone
             fetched += self._fetch(missing) if missing else []
         upserts = self._remember(fetched)
-        return Delta(upserts=upserts, removed=removed, engines=engines, queue=queue, warnings=warnings)
+        running = self._running & self._pending if self._iopub is not None else None
+        return Delta(upserts=upserts, removed=removed, engines=engines, queue=queue, warnings=warnings,
+                     running=running)
 
     def _reconcile(self) -> tuple[list[str], list[str]]:
         history = self.client.history()

@@ -248,3 +248,42 @@ def test_open_errors(tmp_path, cluster_sqlite):
     with pytest.raises(SourceUnavailable, match="it is down or the key does not match"):
         source.open()
     assert time.monotonic() - start < 1.5
+
+
+def test_running_from_iopub(fresh_cluster):
+    cluster = fresh_cluster("sqlite", n=1)
+    source = HubSource(cluster.connection_file)
+    source.open()
+    rc = cluster_workload.connect(cluster.connection_file)
+    try:
+        assert source.capabilities().knows_running
+        load(source)
+        time.sleep(0.5)  # let the SUB socket join before anything is published
+        lview = rc.load_balanced_view()
+        first = lview.apply_async(cluster_workload._sleep, 3.0)
+        second = lview.apply_async(cluster_workload._sleep, 0.1)  # waits behind the first (1 engine)
+        ids = [first.msg_ids[0], second.msg_ids[0]]
+        states: dict = {}
+        running_sets = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            for d in source.sync():
+                states.update({r.msg_id: r.state for r in d.upserts if r.msg_id in ids})
+                running_sets.append(set(d.running or ()))
+            if states.get(ids[0]) is State.RUNNING:
+                break
+            time.sleep(0.1)
+        assert states[ids[0]] is State.RUNNING
+        assert ids[0] in running_sets[-1] and ids[1] not in running_sets[-1]
+        assert states[ids[1]] is State.PENDING
+        first.wait(10)
+        second.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(states.get(m) is State.SUCCEEDED for m in ids):
+            for d in source.sync():
+                states.update({r.msg_id: r.state for r in d.upserts if r.msg_id in ids})
+            time.sleep(0.1)
+        assert [states[m] for m in ids] == [State.SUCCEEDED, State.SUCCEEDED]
+    finally:
+        rc.close()
+        source.close()
