@@ -154,7 +154,10 @@ def _queries(records: list) -> list[str]:
     """One query per operator of the portable set, built from what the Hub holds."""
     ids = sorted(r.msg_id for r in records)
     times = sorted(r.submitted for r in records if r.submitted)
-    mid = times[len(times) // 2].isoformat().replace("+00:00", "Z")
+    middle = times[len(times) // 2]
+    # whole milliseconds: exact on every backend (MongoDB keeps ms); the raw one tests the rounding
+    mid = middle.replace(microsecond=middle.microsecond // 1000 * 1000).isoformat().replace("+00:00", "Z")
+    raw_mid = middle.isoformat().replace("+00:00", "Z")
     label = "hubtop-labeled"
     prefix = ids[0].split("_")[0]
     return [
@@ -175,6 +178,8 @@ def _queries(records: list) -> list[str]:
         f"before:{mid}",  # $lt
         json.dumps({"submitted": {"$lte": mid}}),  # $lte
         json.dumps({"submitted": {"$gt": mid}}),  # no $gt: $gte superset
+        f"since:{raw_mid}",
+        json.dumps({"submitted": {"$lte": raw_mid}}),
         f"state:done queue:task since:{times[0].isoformat().replace('+00:00', 'Z')}",  # several keys
         "ValueError",  # free text: superset
     ]
