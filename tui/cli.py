@@ -585,7 +585,9 @@ def parse(argv: Sequence[str]) -> tuple[Command | None, argparse.Namespace]:
         return None, _main_parser().parse_args(argv)
     p = _Parser(prog=f"hubtop {cmd.name}", description=cmd.description)
     cmd.configure(p)
-    return cmd, p.parse_args(argv[1:])
+    args = p.parse_args(argv[1:])
+    args.raw_argv = argv[1:]
+    return cmd, args
 
 
 def _fail(message: str, code: int) -> int:
