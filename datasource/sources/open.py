@@ -38,7 +38,7 @@ from ..connection import (
     profile_dir_of,
 )
 from ..hubclient import HubClient
-from .base import ActionRefused, Capabilities, NotATaskDatabase, Source, SourceError
+from .base import ActionRefused, Capabilities, NotATaskDatabase, Source, SourceError, SourceUnavailable
 
 __all__ = [
     "open_source",
@@ -47,6 +47,8 @@ __all__ = [
     "ChooseCluster",
     "ClusterChoice",
     "ReadOnlySource",
+    "FileHubClient",
+    "is_local",
     "DEFAULT_MONGO_DATABASE",
     "DEFAULT_MONGO_COLLECTION",
 ]
@@ -357,7 +359,54 @@ def _redact(uri: str) -> str:
 
 def _hub_client(hub: str | os.PathLike, timeout: float) -> HubClient:
     info = _wrap(load_connection_file, hub)
-    return _wrap(HubClient, info, timeout=timeout)
+    return _wrap(FileHubClient, info, timeout=timeout)
+
+
+def _mtime(path: Path | None) -> float | None:
+    try:
+        return path.stat().st_mtime if path is not None else None
+    except OSError:
+        return None
+
+
+class FileHubClient(HubClient):
+    """A HubClient that follows its connection file: when a request gets no reply and the file was
+    rewritten since (the Hub restarted, on new ports), it reconnects with the new file and retries once.
+
+    The database sources keep their Hub for the whole session (HubSource does the same on its own).
+    """
+
+    def __init__(self, conn: ConnectionInfo, timeout: float = 5.0, **kwargs: Any):
+        super().__init__(conn, timeout=timeout, **kwargs)
+        self._file_mtime = _mtime(conn.path)
+
+    def request(self, msg_type: str, content: dict | None = None, timeout: float | None = None) -> dict:
+        try:
+            return super().request(msg_type, content, timeout)
+        except SourceUnavailable:
+            if not self._follow_file():
+                raise
+            log.info("the Hub's connection file changed: reconnecting to %s", self.url)
+            return super().request(msg_type, content, timeout)
+
+    def _follow_file(self) -> bool:
+        path = self.conn.path
+        mtime = _mtime(path)
+        if path is None or mtime is None or mtime == self._file_mtime:
+            return False
+        try:
+            info = load_connection_file(path)
+            url = info.url("registration")
+            session = info.make_session()
+        except SourceError:
+            return False  # half-written or bad: try again at the next failure
+        with self._lock:
+            self._reset()
+            self.conn, self.url, self.session = info, url, session
+            self._backend = None
+            self.has_label = True
+        self._file_mtime = mtime
+        return True
 
 
 # -- Hub, or the direct fast path ----------------------------------------------------------------------
@@ -394,7 +443,7 @@ def _direct(info: ConnectionInfo, conn_path: Path, *, allow_writes: bool, timeou
     if not db.is_file() or not is_local(info):
         return None
     try:
-        client = HubClient(info, timeout=timeout)
+        client = FileHubClient(info, timeout=timeout)
     except SourceError:
         return None
     probe = min(timeout, PROBE_TIMEOUT)

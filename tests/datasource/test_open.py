@@ -359,3 +359,30 @@ def test_direct_path_not_taken_when_the_hub_is_down(tmp_path, tasks_db) -> None:
     source = open_source(str(path), timeout=5.0)
     assert isinstance(source, HubSource)
     assert time.monotonic() - start < 3.0  # the probe is bounded by PROBE_TIMEOUT, not the full timeout
+
+
+@pytest.mark.cluster
+def test_direct_path_follows_a_hub_restart(fresh_cluster) -> None:
+    """The Hub restarts on new ports (a new connection file): the direct source's Hub client follows it."""
+    from datasource.poller import Poller
+    from datasource.store import TaskStore
+
+    cluster = fresh_cluster("sqlite", n=1)
+    source = open_source(str(cluster.connection_file), timeout=2.0)
+    assert isinstance(source, SQLiteSource)
+    old_url = source.hub.url
+    store = TaskStore()
+    poller = Poller(source, store)
+    try:
+        poller.open()
+        assert poller.step().status.state == "connected"
+        first = {e.uuid for e in store.engines() if e.alive}
+        live = cluster.restart_controller()
+        out = poller.step()
+        assert out.status.state == "connected", out.status.message
+        assert not any("did not answer" in w for w in out.warnings), out.warnings
+        assert source.hub.url != old_url and source.hub.url == cluster.connection_info().url("registration")
+        alive = {e.uuid for e in store.engines() if e.alive}
+        assert alive == set(live.values()) and not alive & first
+    finally:
+        _close(source)
