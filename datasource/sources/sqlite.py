@@ -53,7 +53,6 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from ..model import (
     DETAIL_KEYS,
-    Engine,
     QueueStatus,
     State,
     TaskDetail,
@@ -65,7 +64,7 @@ from ..model import (
 )
 from .base import ActionRefused, Capabilities, Delta, NotATaskDatabase, SourceError, SourceUnavailable
 
-__all__ = ["SQLiteSource", "find_tables", "table_order_key"]
+__all__ = ["SQLiteSource", "find_tables", "table_order_key", "hub_state"]
 
 CHUNK = 20_000  # rows per SELECT during a load: each statement stays short
 PENDING_SLICE = 2_000  # pending rows re-read per sync without a Hub
@@ -186,6 +185,30 @@ class _Table:
 
     def light_select(self) -> str:
         return _LIGHT_SQL.format(label=_LABEL_SQL if self.has_label else _LEGACY_LABEL_SQL)
+
+
+def hub_state(hub: Any, delta: Delta, engine_ids: dict[str, int]) -> set[str] | None:
+    """Engines and queue counts from a paired Hub into `delta`, uuid -> id into `engine_ids`; returns the
+    msg_ids the Hub has in flight (queued or running), or None when the Hub did not answer (a warning)."""
+    try:
+        live = hub.connection_request()
+        engine_ids.update({uuid: eid for eid, uuid in live.items()})
+        status: QueueStatus = hub.queue_status(live=live)
+        raw = hub.request("queue_request", {"targets": None, "verbose": True})
+    except SourceError as exc:
+        delta.warnings.append(f"Hub did not answer ({exc}); showing the database only")
+        return None
+    delta.engines = list(status.engines.values())
+    delta.queue = status
+    ids: set[str] = set()
+    for key, value in raw.items():
+        if key == "unassigned" and isinstance(value, list):
+            ids.update(str(m) for m in value)
+        elif isinstance(value, dict):
+            for k in ("queue", "tasks"):
+                if isinstance(value.get(k), list):
+                    ids.update(str(m) for m in value[k])
+    return ids
 
 
 @contextmanager
@@ -820,28 +843,7 @@ class SQLiteSource:
     # -- the paired Hub ----------------------------------------------------------------------------
 
     def _hub_state(self, delta: Delta) -> set[str] | None:
-        """Engines and queue counts from the Hub, and the msg_ids it has in flight (None if it is down)."""
-        hub = self.hub
-        try:
-            live = hub.connection_request()
-            for eid, uuid in live.items():
-                self._engine_ids[uuid] = eid
-            status: QueueStatus = hub.queue_status(live=live)
-            raw = hub.request("queue_request", {"targets": None, "verbose": True})
-        except SourceError as exc:
-            delta.warnings.append(f"Hub did not answer ({exc}); showing the file only")
-            return None
-        delta.engines = list(status.engines.values())
-        delta.queue = status
-        ids: set[str] = set()
-        for key, value in raw.items():
-            if key == "unassigned" and isinstance(value, list):
-                ids.update(str(m) for m in value)
-            elif isinstance(value, dict):
-                for k in ("queue", "tasks"):
-                    if isinstance(value.get(k), list):
-                        ids.update(str(m) for m in value[k])
-        return ids
+        return hub_state(self.hub, delta, self._engine_ids)
 
     # -- writes (allow_writes only) ----------------------------------------------------------------
 
