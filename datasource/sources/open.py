@@ -327,7 +327,10 @@ def _mongo(uri: str, *, hub, allow_writes: bool, timeout: float) -> Source:
     from .mongo import MongoSource
 
     client = _hub_client(hub, timeout) if hub is not None else None
-    return MongoSource(uri, database=database, collection=collection, hub=client, allow_writes=allow_writes)
+    source = MongoSource(uri, database=database, collection=collection, hub=client, allow_writes=allow_writes)
+    if client is not None:
+        source.name = f"{source.name} + Hub {client.url}"
+    return source
 
 
 def _parse_mongo_uri(uri: str) -> tuple[str, str]:

@@ -386,3 +386,31 @@ def test_direct_path_follows_a_hub_restart(fresh_cluster) -> None:
         assert alive == set(live.values()) and not alive & first
     finally:
         _close(source)
+
+
+@pytest.mark.cluster
+def test_mongodb_url_paired_with_its_hub(cluster_mongodb, mongo_uri) -> None:
+    from datasource.model import State
+    from datasource.poller import Poller
+    from datasource.sources.mongo import MongoSource
+    from datasource.store import TaskStore
+
+    w = cluster_mongodb.workload
+    url = mongo_uri.rstrip("/") + "/" + cluster_mongodb.mongo_database
+    source = open_source(url, hub=str(cluster_mongodb.connection_file))
+    try:
+        assert isinstance(source, MongoSource) and source.database == cluster_mongodb.mongo_database
+        assert source.name.endswith(f" + Hub {cluster_mongodb.connection_info().url('registration')}")
+        caps = source.capabilities()
+        assert caps.can_resubmit and caps.has_engines
+        store = TaskStore()
+        poller = Poller(source, store)
+        poller.open()
+        _poll_until(poller, store, [m for m in w.all if m not in w.pending])
+        assert store.get(w.zero_divisions[0]).state is State.FAILED
+        assert store.get(w.zero_divisions[0]).ename == "ZeroDivisionError"
+        assert [e.alive for e in store.engines()] == [True, True]
+    finally:
+        _close(source)
+    # The Mongo Hub's own connection file: the Hub path (the direct path is for SQLite only).
+    assert isinstance(open_source(str(cluster_mongodb.connection_file)), HubSource)
