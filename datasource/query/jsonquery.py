@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from ..model import parse_time
-from .ast import FIELDS, STATES, TIME_FIELDS, Cmp, Node, and_, not_, or_
+from .ast import FIELDS, STATES, Cmp, Node, and_, not_, or_
 from .errors import QueryError, suggest
 
 __all__ = ["MONGO_OPERATORS", "JSON_KEYS", "json_to_tree"]
