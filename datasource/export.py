@@ -157,6 +157,7 @@ def export_view(
     fields: Sequence[str] | None = None,
     *,
     limit: int | None = None,
+    page: int = PAGE,
 ) -> int:
     """Write the view (`where`, sorted) to `path` ("-" or a text stream: stdout); return the row count.
 
@@ -169,7 +170,7 @@ def export_view(
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; one of {', '.join(FORMATS)}")
     cols = check_fields(fields)
-    rows = iter_view(store, where, sort=sort, descending=descending, limit=limit)
+    rows = iter_view(store, where, sort=sort, descending=descending, limit=limit, page=page)
     n = 0
     with _open(path) as out:
         if fmt == "csv":
