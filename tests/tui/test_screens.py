@@ -374,7 +374,8 @@ async def test_purge_preview_leaves_out_pending_and_clears_marks():
         preview = await wait_for(pilot, lambda: isinstance(app.screen, PreviewScreen) and app.screen)
         assert sorted(preview.preview.send) == sorted(done)
         body = str(preview.query_one("#preview-body").render())
-        assert "3 to send" in body and "2 pending" in body and "refuses to purge" in body
+        assert "3 to send" in body and "2 pending, left out" in body
+        assert "the Hub refuses to purge pending tasks" in str(preview.query_one("#preview-summary").render())
         await pilot.press("y")
         await wait_for(pilot, lambda: source.purge_calls, what="purge sent")
         assert [sorted(c) for c in source.purge_calls] == [sorted(done)]

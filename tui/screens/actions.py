@@ -201,11 +201,12 @@ def _engines_text(value: Any) -> str:
         return "—"
     if isinstance(value, int):
         return str(value)
-    items = sorted(value, key=lambda v: (v is None, str(v)))
+    items = ["none" if v is None else str(v) for v in value]
     if not items:
         return "none"
-    shown = ", ".join("none" if v is None else str(v) for v in items[:12])
-    return f"{len(items)} ({shown}{', …' if len(items) > 12 else ''})"
+    if len(items) <= 12:
+        return ", ".join(items)
+    return f"{len(items)} engines ({', '.join(items[:12])}, …)"
 
 
 class PreviewScreen(_Dialog):
@@ -229,22 +230,22 @@ class PreviewScreen(_Dialog):
         n_pending = _count(p.pending)
         verb = self.action_name.capitalize()
         with Vertical():
-            yield Label(f"{verb} {_plural(n_send, 'task')}?  ({self.scope_label})", classes="title", id="preview-title")
+            yield Label(f"{verb} {_plural(n_send, 'task')}?", classes="title", id="preview-title")
             summary = Text(p.summary())
-            summary.highlight_regex(r"^  ! .*$", "yellow")
-            summary.highlight_regex(r"^  not possible: .*$", "bold red")
+            summary.highlight_regex(r"(?m)^  ! .*$", "yellow")
+            summary.highlight_regex(r"(?m)^  not possible: .*$", "bold red")
             yield Static(summary, id="preview-summary")
             body = Text()
             body.append(f"\n{n_send:,} to send", style="bold")
             body.append(f"  ·  {n_pending:,} pending", style="bold yellow" if n_pending else "")
             if n_pending:
-                body.append(" (left out: the Hub refuses to purge pending tasks)" if self.action_name == "purge"
-                            else " (still running: resubmitting runs them twice)", style="yellow")
-            body.append(f"  ·  engines: {_engines_text(p.engines)}\n")
+                body.append(", left out" if self.action_name == "purge" else ", they run twice", style="yellow")
+            body.append(f"  ·  engines {_engines_text(p.engines)}\n")
             if self.sample:
                 body.append("\n")
+                width = max(len(rec.msg_id) for rec in self.sample)
                 for rec in self.sample:
-                    body.append(f"  {rec.msg_id}  ")
+                    body.append(f"  {rec.msg_id:<{width}}  ")
                     body.append(rec.state.value, style=_state_style(rec.state.value))
                     if rec.ename:
                         body.append(f"  {rec.ename}", style="red")
@@ -256,13 +257,16 @@ class PreviewScreen(_Dialog):
                 if p.allowed and n_send:
                     yield Button(f"{verb} {n_send:,} (y)", variant="error" if self.action_name == "purge" else "primary",
                                  id="confirm")
-                yield Button("Cancel (n)", id="cancel")
+                yield Button("Cancel (n)", id="cancel")  # focused: enter alone never sends
             yield Label("y: confirm   n / escape: cancel", classes="hint")
 
     DEFAULT_CSS = """
     PreviewScreen .buttons { height: auto; margin-top: 1; }
     PreviewScreen Button { margin-right: 2; }
     """
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).focus()
 
     @on(Button.Pressed, "#confirm")
     def _confirm_button(self) -> None:
@@ -395,7 +399,8 @@ class ExportScreen(_Dialog):
             yield Label("enter: export   escape: cancel", classes="hint")
 
     DEFAULT_CSS = """
-    ExportScreen RadioSet { layout: horizontal; height: auto; margin-bottom: 1; }
+    ExportScreen RadioSet { layout: horizontal; height: auto; width: auto; margin-bottom: 1; }
+    ExportScreen RadioSet > RadioButton { width: auto; margin-right: 4; }
     ExportScreen .buttons { height: auto; margin-top: 1; }
     ExportScreen Button { margin-right: 2; }
     """

@@ -12,38 +12,44 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import ActiveBinding, Binding, BindingsMap, BindingType, Keymap
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Grid, Vertical, VerticalScroll
 from textual.dom import DOMNode
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
 __all__ = ["HelpScreen", "binding_rows", "class_bindings", "screen_classes"]
 
 
-def screen_classes() -> list[tuple[str, type]]:
-    """The screens whose keys the help lists besides the current one (title, class)."""
+def screen_classes() -> list[tuple[str, type, tuple[type, ...]]]:
+    """The screens whose keys the help lists besides the current one (title, screen class, widget classes
+    whose keys work on that screen)."""
     from .actions import EngineScreen, ExportScreen, PreviewScreen, ScopeScreen
     from .detail import DetailScreen
     from .picker import PickerScreen
     from .triage import GroupTasksScreen, TriageScreen
 
+    from .detail import DocumentView
+
     return [
-        ("Task detail", DetailScreen),
-        ("Failure triage", TriageScreen),
-        ("Tasks of a failure group", GroupTasksScreen),
-        ("Action: choose the tasks", ScopeScreen),
-        ("Action: choose an engine", EngineScreen),
-        ("Action: preview", PreviewScreen),
-        ("Export", ExportScreen),
-        ("Cluster picker", PickerScreen),
-        ("Help", HelpScreen),
+        ("Task detail", DetailScreen, (DocumentView,)),
+        ("Failure triage", TriageScreen, ()),
+        ("Tasks of a failure group", GroupTasksScreen, ()),
+        ("Action: choose the tasks", ScopeScreen, ()),
+        ("Action: choose an engine", EngineScreen, ()),
+        ("Action: preview", PreviewScreen, ()),
+        ("Export", ExportScreen, ()),
+        ("Cluster picker", PickerScreen, ()),
+        ("Help", HelpScreen, ()),
     ]
 
 
-def class_bindings(cls: type[DOMNode], keymap: Keymap | None = None) -> list[Binding]:
-    """A class's bindings (its own and inherited, subclass first) with a keymap applied."""
+def class_bindings(cls: type[DOMNode], keymap: Keymap | None = None, *, inherited: bool = True) -> list[Binding]:
+    """A class's bindings with a keymap applied; `inherited=False` leaves out Textual's own base classes
+    (tab / shift+tab / copy, listed once under "Every screen")."""
     merged: list[BindingType] = []
     for base in reversed(cls.__mro__):
+        if not inherited and base is not cls and base.__module__.startswith("textual."):
+            continue
         merged.extend(base.__dict__.get("BINDINGS", []))
     bindings = BindingsMap(merged)
     if keymap:
@@ -93,12 +99,13 @@ class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
     HelpScreen > Vertical {
-        width: 110; max-width: 96%; height: 92%;
+        width: 132; max-width: 98%; height: 94%;
         border: thick $primary; background: $surface;
     }
     HelpScreen #help-title { height: 1; padding: 0 1; background: $panel; text-style: bold; }
     HelpScreen VerticalScroll { padding: 0 1; }
-    HelpScreen .help-group { margin-top: 1; }
+    HelpScreen #help-grid { grid-size: 2; grid-rows: auto; grid-gutter: 1 2; height: auto; margin-top: 1; }
+    HelpScreen .help-group { height: auto; }
     """
 
     BINDINGS = [
@@ -109,8 +116,9 @@ class HelpScreen(ModalScreen[None]):
         with Vertical():
             yield Static("hubtop keys  (escape: close; the keys follow your keymap)", id="help-title")
             with VerticalScroll(id="help-body"):
-                for title, rows in self.groups():
-                    yield Static(_table(title, rows), classes="help-group")
+                with Grid(id="help-grid"):
+                    for title, rows in self.groups():
+                        yield Static(_table(title, rows), classes="help-group")
 
     def groups(self) -> list[tuple[str, list[tuple[str, str]]]]:
         app = self.app
@@ -125,18 +133,27 @@ class HelpScreen(ModalScreen[None]):
                 by_node.setdefault(id(active.node), (active.node, []))[1].append(active.binding)
             # Screen and widgets first, the app's global keys last.
             nodes = sorted(by_node.values(), key=lambda nb: (nb[0] is app, nb[0] is below))
+            common = {b.action for b in class_bindings(Screen)}
             for node, bindings in nodes:
+                if node is below:
+                    bindings = [b for b in bindings if b.action not in common]
                 rows = binding_rows(app, bindings)
                 if rows:
                     out.append((_node_title(node, app, below), rows))
             shown.add(type(below))
         keymap: Keymap = getattr(app, "_keymap", {})  # the keymap App.set_keymap installed (no public getter)
-        for title, cls in screen_classes():
+        for title, cls, widgets in screen_classes():
             if cls in shown:
                 continue
-            rows = binding_rows(app, class_bindings(cls, keymap))
+            bindings = class_bindings(cls, keymap, inherited=False)
+            for widget in widgets:
+                bindings += class_bindings(widget, keymap)
+            rows = binding_rows(app, bindings)
             if rows:
                 out.append((title, rows))
+        rows = binding_rows(app, class_bindings(Screen, keymap))
+        if rows:
+            out.append(("Every screen", rows))
         return out
 
     def action_close(self) -> None:
