@@ -113,7 +113,7 @@ def test_memory_stays_bounded_on_a_big_view(tmp_path):
     store = TaskStore()
     chunk = 20_000
     for start in range(0, n, chunk):
-        store.apply(Delta(upserts=[make_record(i) for i in range(start, start + chunk)], reset=start == 0,
+        store.apply(Delta(upserts=[make_record(i) for i in range(start, min(n, start + chunk))], reset=start == 0,
                           loading=start + chunk < n))
     path = tmp_path / "big.csv"
     tracemalloc.start()
