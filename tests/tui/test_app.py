@@ -1,0 +1,414 @@
+"""The main screen driven by Pilot over FakeSource + a real TaskStore (deterministic clocks, polls by hand)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from fakes import T0, FakeSource, make_record
+
+from datasource.model import State
+from datasource.store import pane_filter
+from tui.app import failure_summary
+from tui.widgets.engine_list import EngineList
+from tui.widgets.filter_bar import FilterBar
+from tui.widgets.pane_tabs import PaneTabs
+from tui.widgets.status_bar import StatusBar
+from tui.widgets.task_table import TaskTable
+
+from .conftest import SIZE
+
+
+def tab_label(app, pane: str) -> str:
+    return app.screen_main().query_one(PaneTabs).get_tab(f"pane-{pane}").label.plain
+
+
+def status(app) -> str:
+    return app.screen_main().query_one(StatusBar).text
+
+
+def table(app) -> TaskTable:
+    return app.screen_main().query_one(TaskTable)
+
+
+async def started(app, pilot) -> None:
+    await app.poll_once()
+    await pilot.pause()
+
+
+def add_records(source: FakeSource, start: int, count: int) -> list[str]:
+    """New tasks submitted after every existing one (they sort above the cursor, newest first)."""
+    ids = []
+    for i in range(start, start + count):
+        rec = make_record(i)
+        source.records[rec.msg_id] = rec
+        ids.append(rec.msg_id)
+    return ids
+
+
+async def test_tab_labels_show_counts_with_thousands_separators(make_test_app) -> None:
+    app, source = make_test_app(n=2_400)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        counts = app.store.counts()
+        assert counts["all"] == 2_400
+        assert tab_label(app, "all") == "6 All 2,400"
+        assert tab_label(app, "failed") == f"3 Failed {counts['failed']:,}"
+        assert tab_label(app, "pending") == f"1 Pending {counts['pending']:,}"
+        assert tab_label(app, "succeeded") == f"2 Succeeded {counts['succeeded']:,}"
+        assert "2,400 tasks" in status(app)
+        assert app.sub_title == "fake · Hub DB sqlite · engines 4/4"
+
+
+async def test_digits_switch_panes_and_the_table_follows(make_test_app) -> None:
+    app, _ = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        assert app.current_pane == "pending"
+        await pilot.press("3")
+        await pilot.pause()
+        assert app.current_pane == "failed"
+        rows = table(app).visible_records()
+        assert rows and all(r.state is State.FAILED for r in rows)
+        assert table(app).row_count == app.store.count(pane_filter("failed"))
+        await pilot.press("6")
+        await pilot.pause()
+        assert app.current_pane == "all"
+        assert table(app).row_count == 200
+        # each pane remembers its cursor
+        await pilot.press("down", "down")
+        kept = app.cursor_id()
+        await pilot.press("3", "6")
+        await pilot.pause()
+        assert app.cursor_id() == kept
+
+
+async def test_sort_keys_and_header_clicks(make_test_app) -> None:
+    app, _ = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        await pilot.press("6")
+        t = table(app)
+        assert (t.sort, t.descending) == ("submitted", True)
+        times = [r.submitted for r in t.visible_records()]
+        assert times == sorted(times, reverse=True)
+        await pilot.press("s")  # next column after submitted: duration (descending by default)
+        await pilot.pause()
+        assert (t.sort, t.descending) == ("duration", True)
+        await pilot.press("S")
+        await pilot.pause()
+        assert t.descending is False
+        durations = [r.duration for r in t.visible_records() if r.duration is not None]
+        assert durations == sorted(durations)
+        # click the "label" header: sort by label ascending; click again: descending
+        x = t.region.x + 2 + 18 + 1 + 11 + 1 + 6 + 1 + 2  # gutter, task, state, engine columns
+        await pilot.click(offset=(x, t.region.y))
+        await pilot.pause()
+        assert (t.sort, t.descending) == ("label", False)
+        labels = [r.label for r in t.visible_records() if r.label is not None]
+        assert labels == sorted(labels)
+        await pilot.click(offset=(x, t.region.y))
+        await pilot.pause()
+        assert (t.sort, t.descending) == ("label", True)
+
+
+async def test_cursor_and_marks_survive_rows_added_above(make_test_app) -> None:
+    app, source = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        await pilot.press("6", "down", "down", "space", "space", "down")
+        await pilot.pause()
+        t = table(app)
+        cursor, row, screen_line = app.cursor_id(), t.cursor_row, t.cursor_row - int(t.scroll_y)
+        marked = app.marked_ids()
+        assert len(marked) == 2 and cursor not in marked
+        add_records(source, 200, 15)  # newer than everything: above the cursor
+        await started(app, pilot)
+        assert t.row_count == 215
+        assert app.cursor_id() == cursor
+        assert t.cursor_row == row + 15
+        assert t.cursor_row - int(t.scroll_y) == screen_line  # the view moved with the cursor
+        assert app.marked_ids() == marked
+        assert "2 marked" in status(app)
+        # a task that changes state (moves to another pane) keeps its mark
+        first = marked[0]
+        source.records[first] = replace(source.records[first], state=State.ABORTED)
+        await started(app, pilot)
+        assert first in app.marked_ids()
+        app.clear_marks()
+        assert app.marked_ids() == []
+
+
+async def test_cursor_stays_when_its_task_leaves_the_pane(make_test_app) -> None:
+    app, source = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        await pilot.press("down", "down")  # pending pane
+        t = table(app)
+        row, gone = t.cursor_row, app.cursor_id()
+        rec = source.records[gone]
+        source.records[gone] = replace(rec, state=State.SUCCEEDED, started=rec.submitted, completed=rec.submitted + timedelta(seconds=1))
+        await started(app, pilot)
+        assert app.cursor_id() != gone
+        assert t.cursor_row == row  # same place, next task
+
+
+async def test_engine_selection_filters_every_pane(make_test_app) -> None:
+    app, _ = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        engines = app.screen_main().query_one(EngineList)
+        await pilot.press("e")
+        assert engines.has_focus
+        await pilot.press("down", "down", "space")  # engine 2
+        await pilot.pause()
+        uuid = engines.rows[2].uuid
+        assert engines.selected == {uuid}
+        await pilot.press("6")
+        await pilot.pause()
+        rows = table(app).visible_records()
+        assert rows and all(r.engine_uuid == uuid for r in rows)
+        expected = app.store.counts(("engine_uuid = ?", (uuid,)))
+        assert tab_label(app, "all") == f"6 All {expected['all']:,}"
+        assert tab_label(app, "failed") == f"3 Failed {expected['failed']:,}"
+        assert f"{expected['all']} of 200 tasks match" in status(app)
+        await pilot.press("e")
+        assert table(app).has_focus
+        await pilot.press("escape")  # no filter: escape clears the engine selection
+        await pilot.pause()
+        assert engines.selected == set()
+        assert tab_label(app, "all") == "6 All 200"
+
+
+async def test_filter_bar_valid_query_applies_on_enter(make_test_app) -> None:
+    app, _ = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        bar = app.screen_main().query_one(FilterBar)
+        await pilot.press("slash")
+        assert bar.input.has_focus
+        await pilot.press(*"label:fit-1", "enter")
+        await pilot.pause()
+        assert app.filter_text == "label:fit-1"
+        assert table(app).has_focus
+        expected = app.store.counts(("label = ?", ("fit-1",)))
+        assert tab_label(app, "all") == f"6 All {expected['all']:,}"
+        await pilot.press("6")
+        await pilot.pause()
+        assert {r.label for r in table(app).visible_records()} == {"fit-1"}
+        await pilot.press("escape")  # clears the filter
+        await pilot.pause()
+        assert app.filter_text == ""
+        assert tab_label(app, "all") == "6 All 200"
+
+
+async def test_filter_bar_invalid_query_shows_the_error_inline(make_test_app) -> None:
+    app, _ = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        bar = app.screen_main().query_one(FilterBar)
+        await pilot.press("slash", *"state:bogus")
+        await pilot.pause()
+        assert bar.error is not None and "bogus" in bar.error
+        error_line = str(bar.query_one("#filter-error").render())
+        assert error_line.startswith(" " * 6 + "^ ")  # the caret under the bad value (column 7)
+        await pilot.press("enter")  # refused: stays in the bar, nothing applied
+        await pilot.pause()
+        assert bar.input.has_focus
+        assert app.filter_text == ""
+        assert tab_label(app, "all") == "6 All 200"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not bar.has_class("-active")
+
+
+async def test_filter_applies_live_after_a_pause_in_typing(make_test_app) -> None:
+    app, _ = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        await pilot.press("slash", *"state:failed")
+        await pilot.pause(0.5)
+        assert app.filter_text == "state:failed"
+        assert tab_label(app, "all") == "6 All 20"
+
+
+async def test_status_line_goes_stale_while_retrying_then_reconnects(make_test_app, clock) -> None:
+    app, source = make_test_app()
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await started(app, pilot)
+        assert status(app).startswith("● connected")
+        clock.advance(3)
+        source.fail_next = 2
+        await started(app, pilot)
+        text = status(app)
+        assert "retrying in 2 s" in text and "stale" in text and "updated 3.0 s ago" in text
+        assert tab_label(app, "all") == "6 All 200"  # the last data stays
+        assert app.notices[-1][0] == "error" and app.notices[-1][1].startswith("connection lost")
+        clock.advance(2)
+        await started(app, pilot)  # fails again: no second toast
+        assert "retrying in 4 s" in status(app)
+        assert sum(1 for _, m in app.notices if m.startswith("connection lost")) == 1
+        clock.advance(4)
+        await started(app, pilot)
+        assert status(app).startswith("● connected")
+        assert app.notices[-1] == ("information", "reconnected")
+
+
+async def test_a_burst_of_failures_raises_one_notification(make_test_app) -> None:
+    app, source = make_test_app()
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await started(app, pilot)
+        before = len(app.notices)
+        pending = [r for r in source.records.values() if r.state is State.PENDING][:12]
+        for i, rec in enumerate(pending):
+            ename = "ValueError" if i < 9 else "KeyError"
+            source.records[rec.msg_id] = replace(rec, state=State.FAILED, ename=ename, evalue="boom",
+                                                 started=rec.submitted, completed=rec.submitted + timedelta(seconds=2))
+        await started(app, pilot)
+        new = app.notices[before:]
+        assert new == [("warning", "12 new failures: ValueError ×9, KeyError ×3")]
+        assert len(app._notifications) >= 1
+
+
+def test_failure_summary_names_the_three_most_common() -> None:
+    text = failure_summary(["A"] * 3 + ["B"] * 2 + ["C", "D", None], 8)
+    assert text == "8 new failures: A ×3, B ×2, C ×1, …"
+    assert failure_summary(["KeyError"], 1) == "1 new failure: KeyError ×1"
+
+
+async def test_first_paint_before_any_data_and_loading_progress(make_test_app) -> None:
+    app, source = make_test_app(n=30_000)
+    source.chunk = 10_000
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert "loading tasks" in table(app).empty_text
+        assert tab_label(app, "all") == "6 All 0"
+        # apply the first chunk by hand, as the poll thread would, and let the UI tick pick it up
+        gen = source.sync()
+        app.store.apply(next(gen))
+        app.poller._loading_progress()
+        await pilot.pause(0.4)
+        assert "loading 10,000 / 30,000" in status(app)
+        assert tab_label(app, "all") == "6 All 10,000"
+        for delta in gen:
+            app.store.apply(delta)
+
+
+async def test_interval_pause_and_refresh_keys(make_test_app) -> None:
+    app, _ = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        await pilot.press("plus")
+        assert app.interval == 2.0
+        await pilot.press("minus", "minus")
+        assert app.interval == 0.5
+        assert "every 0.5 s" in status(app)
+        await pilot.press("P")
+        assert app.poller.paused and "paused" in status(app)
+        await pilot.press("P")
+        assert not app.poller.paused
+
+
+async def test_autopoll_never_overlaps_and_keeps_polling(make_test_app) -> None:
+    app, source = make_test_app(autopoll=True, poll_interval=0.05, clock=time.monotonic)
+    running = 0
+    overlaps = 0
+    original = source.sync
+
+    def slow_sync():
+        nonlocal running, overlaps
+        running += 1
+        overlaps += running > 1
+        time.sleep(0.03)
+        try:
+            yield from original()
+        finally:
+            running -= 1
+
+    source.sync = slow_sync  # type: ignore[method-assign]
+    async with app.run_test(size=SIZE) as pilot:
+        deadline = time.monotonic() + 5
+        while app.polls < 4 and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        assert app.polls >= 4
+        assert overlaps == 0
+        assert tab_label(app, "all") == "6 All 200"
+
+
+async def test_select_task_switches_to_all_when_needed(make_test_app) -> None:
+    app, source = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        target = next(r.msg_id for r in source.records.values() if r.state is State.SUCCEEDED)
+        app.select_task(target)
+        await pilot.pause()
+        assert app.current_pane == "all"
+        assert app.cursor_id() == target
+        t = table(app)
+        assert int(t.scroll_y) <= t.cursor_row < int(t.scroll_y) + t.size.height - 1
+
+
+async def test_command_palette_lists_the_apps_actions(make_test_app) -> None:
+    app, _ = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for title in ("Pane: Failed", "Filter tasks", "Failure triage", "Resubmit tasks", "Pause polling", "Sort by duration"):
+            assert title in titles
+        # run one: it switches the pane
+        command = next(c for c in app.get_system_commands(app.screen) if c.title == "Pane: Failed")
+        command.callback()
+        await pilot.pause()
+        assert app.current_pane == "failed"
+
+
+async def test_keymap_remaps_a_binding(make_test_app) -> None:
+    app, _ = make_test_app(keymap={"main.triage": "t"})
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        await pilot.press("6", "s")
+        assert table(app).sort == "duration"
+
+
+async def test_records_removed_show_a_warning(make_test_app) -> None:
+    app, source = make_test_app()
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await started(app, pilot)
+        for msg_id in [r.msg_id for r in source.records.values() if r.state is State.SUCCEEDED][:5]:
+            del source.records[msg_id]
+        await started(app, pilot)
+        assert "5 records disappeared since the last poll" in status(app)
+        assert ("warning", "5 records disappeared since the last poll") in app.notices
+        assert tab_label(app, "all") == "6 All 195"
+
+
+@pytest.mark.parametrize("n", [100_000])
+async def test_100k_rows_first_paint_and_paging_stay_small(make_test_app, n: int) -> None:
+    app, source = make_test_app(n=n)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        await pilot.press("6")
+        await pilot.pause()
+        t = table(app)
+        assert t.row_count == n
+        assert len(app.screen.query("*")) < 60  # widgets do not grow with the rows
+        fetches = t.fetches
+        start = time.perf_counter()
+        for _ in range(20):
+            await pilot.press("pagedown")
+        await pilot.pause()
+        elapsed = time.perf_counter() - start
+        page = t._page_height()
+        assert page == t.size.height - 1  # no horizontal scrollbar at 140 columns
+        assert t.cursor_row == 20 * page
+        assert t.fetches - fetches <= 12  # windows of 5 pages, not one query per row
+        assert elapsed < 5
+        await pilot.press("end")
+        await pilot.pause()
+        assert t.cursor_row == n - 1
+        assert t.visible_records()[-1].msg_id == app.cursor_id()
+        assert app.cursor_id() == make_record(0).msg_id  # oldest task last
+        await pilot.press("home")
+        assert t.cursor_row == 0 and app.cursor_id() == make_record(n - 1).msg_id

@@ -1,0 +1,59 @@
+"""The pane tabs: Pending (or Queued and Running), Succeeded, Failed, Aborted, Resubmitted, All, with live counts."""
+
+from __future__ import annotations
+
+from textual.widgets import Tab, Tabs
+
+from .. import format as fmt
+
+__all__ = ["PANE_TITLES", "panes_for", "PaneTabs"]
+
+PANE_TITLES = {
+    "pending": "Pending",
+    "queued": "Queued",
+    "running": "Running",
+    "succeeded": "Succeeded",
+    "failed": "Failed",
+    "aborted": "Aborted",
+    "resubmitted": "Resubmitted",
+    "all": "All",
+}
+
+
+def panes_for(knows_running: bool) -> list[str]:
+    first = ["queued", "running"] if knows_running else ["pending"]
+    return first + ["succeeded", "failed", "aborted", "resubmitted", "all"]
+
+
+class PaneTabs(Tabs, can_focus=False):
+    """Tabs whose labels carry counts; digits select them (bound on the app)."""
+
+    DEFAULT_CSS = """
+    PaneTabs { height: 2; }
+    PaneTabs Tab.-failures { color: $error; }
+    PaneTabs Tab.-failures.-active { color: $error; text-style: bold; }
+    """
+
+    def __init__(self, panes: list[str], *, id: str | None = None) -> None:
+        tabs = [Tab(self.label_for(i, pane, None), id=f"pane-{pane}") for i, pane in enumerate(panes)]
+        super().__init__(*tabs, id=id)
+        self.panes = panes
+        self._labels: dict[str, str] = {}
+
+    @staticmethod
+    def label_for(index: int, pane: str, count: int | None) -> str:
+        text = f"{index + 1} {PANE_TITLES[pane]}"
+        return text if count is None else f"{text} {fmt.thousands(count)}"
+
+    def set_counts(self, counts: dict[str, int]) -> None:
+        for i, pane in enumerate(self.panes):
+            label = self.label_for(i, pane, counts.get(pane, 0))
+            if self._labels.get(pane) == label:
+                continue
+            tab = self.get_tab(f"pane-{pane}")
+            if tab is None:
+                continue
+            self._labels[pane] = label
+            tab.label = label
+            if pane == "failed":
+                tab.set_class(counts.get(pane, 0) > 0, "-failures")

@@ -1,0 +1,84 @@
+"""The status line, in normal flow above the Footer: connection, poll interval, data age, totals, warnings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from textual.content import Content
+from textual.widgets import Static
+
+from .. import format as fmt
+
+__all__ = ["StatusInfo", "StatusBar"]
+
+_STATE_STYLE = {
+    "connected": ("●", "$success"),
+    "loading": ("◐", "$warning"),
+    "connecting": ("◌", "$warning"),
+    "retrying": ("✖", "$error"),
+    "paused": ("‖", "$warning"),
+}
+
+
+@dataclass
+class StatusInfo:
+    state: str  # poller state: connecting | loading | connected | retrying | paused
+    message: str
+    interval: float
+    age: float | None  # seconds since the last successful poll
+    total: int  # tasks in the store
+    matching: int | None = None  # tasks matching the filter/engine selection (None: no filter)
+    loading: tuple[int, int | None] | None = None  # (done, total) during a (re)load
+    read_only: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+class StatusBar(Static):
+    DEFAULT_CSS = """
+    StatusBar {
+        height: 1;
+        background: $panel;
+        color: $foreground;
+        padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("", id=id, markup=False)
+        self.info: StatusInfo | None = None
+        self.text = ""
+
+    def show(self, info: StatusInfo) -> None:
+        content = self.render_info(info)
+        if content.plain != self.text or info != self.info:
+            self.info = info
+            self.text = content.plain
+            self.update(content)
+
+    @staticmethod
+    def render_info(info: StatusInfo) -> Content:
+        icon, colour = _STATE_STYLE.get(info.state, ("?", "$warning"))
+        parts: list[Content] = []
+        if info.state == "loading" and info.loading is not None:
+            done, total = info.loading
+            text = f"loading {fmt.thousands(done)}" + (f" / {fmt.thousands(total)}" if total else "")
+        elif info.state == "retrying":
+            text = info.message + (" · showing stale data" if info.age is not None else "")
+        else:
+            text = info.message
+        parts.append(Content.from_markup(f"[{colour}]{icon}[/] $text", text=text))
+        if info.read_only:
+            parts.append(Content.from_markup("[$warning]read-only[/]"))
+        parts.append(Content(f"every {info.interval:g} s"))
+        if info.age is not None:
+            age_style = "$error" if info.state == "retrying" else "$text-muted"
+            parts.append(Content.from_markup(f"[{age_style}]updated $age ago[/]", age=fmt.age_seconds(info.age)))
+        tasks = f"{fmt.thousands(info.total)} tasks"
+        if info.matching is not None:
+            tasks = f"{fmt.thousands(info.matching)} of {tasks} match"
+        parts.append(Content(tasks))
+        for w in info.warnings:
+            parts.append(Content.from_markup("[$warning]⚠ $w[/]", w=w))
+        return Content(" · ").join(parts)

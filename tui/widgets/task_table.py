@@ -1,0 +1,437 @@
+"""The task table: a line-API ScrollView over the store, never more rows in memory than the screen shows.
+
+`virtual_size` is (columns width, 1 header line + store.count(where)); `render_line(y)` draws the header
+on line 0 and row `scroll_y + y - 1` below it, from a small cached window fetched with `store.page()`.
+The cursor is a msg_id first and an index second: after every store change the index is recomputed with
+`store.position()`, so rows arriving above the cursor never move it (the view shifts with it instead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding
+from textual.geometry import Region, Size
+from textual.reactive import var
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from datasource.model import TaskRecord
+from datasource.store import Filter, TaskStore
+
+from .. import format as fmt
+from ..messages import SortRequested, TaskChosen, TaskHighlighted
+
+__all__ = ["Column", "COLUMNS", "TaskTable"]
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    key: str  # the store column it sorts by
+    title: str
+    width: int  # minimum width for the flexible (last) column
+    align: str = "left"
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("msg_id", "task", 18),
+    Column("state", "state", 11),
+    Column("engine_id", "engine", 6, "right"),
+    Column("label", "label", 14),
+    Column("submitted", "submitted", 12, "right"),
+    Column("duration", "duration", 11, "right"),
+    Column("ename", "error", 20),
+)
+_GUTTER = 2  # mark sign + space
+_GAP = 1  # between columns
+_STATE_CLASSES = {
+    "pending": "task-table--pending",
+    "queued": "task-table--pending",
+    "running": "task-table--running",
+    "succeeded": "task-table--succeeded",
+    "failed": "task-table--failed",
+    "aborted": "task-table--aborted",
+}
+
+
+def _fit(text: str, width: int, align: str) -> str:
+    if len(text) > width:
+        text = text[: max(0, width - 1)] + "…" if width > 0 else ""
+    return text.rjust(width) if align == "right" else text.ljust(width)
+
+
+class TaskTable(ScrollView, can_focus=True):
+    """Tasks of the current view, sorted, paged from the store on demand."""
+
+    DEFAULT_CSS = """
+    TaskTable {
+        background: $surface;
+        color: $foreground;
+        scrollbar-gutter: stable;
+        & > .task-table--header { text-style: bold; background: $panel; color: $foreground; }
+        & > .task-table--header-sorted { text-style: bold underline; background: $panel; color: $accent; }
+        & > .task-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        &:focus > .task-table--cursor {
+            background: $block-cursor-background;
+            color: $block-cursor-foreground;
+            text-style: $block-cursor-text-style;
+        }
+        & > .task-table--marked { background: $accent-muted; color: $text-accent; }
+        & > .task-table--mark-sign { color: $accent; text-style: bold; }
+        & > .task-table--pending { color: $warning; }
+        & > .task-table--running { color: $primary; text-style: bold; }
+        & > .task-table--succeeded { color: $success; }
+        & > .task-table--failed { color: $error; text-style: bold; }
+        & > .task-table--aborted { color: $text-muted; }
+        & > .task-table--error-text { color: $error; }
+        & > .task-table--dim { color: $text-muted; }
+        & > .task-table--empty { color: $text-muted; text-style: italic; }
+    }
+    """
+
+    COMPONENT_CLASSES = {
+        "task-table--header",
+        "task-table--header-sorted",
+        "task-table--cursor",
+        "task-table--marked",
+        "task-table--mark-sign",
+        "task-table--pending",
+        "task-table--running",
+        "task-table--succeeded",
+        "task-table--failed",
+        "task-table--aborted",
+        "task-table--error-text",
+        "task-table--dim",
+        "task-table--empty",
+    }
+
+    BINDINGS = [
+        Binding("up,k", "cursor_up", "Up", show=False, id="table.up"),
+        Binding("down,j", "cursor_down", "Down", show=False, id="table.down"),
+        Binding("pageup", "page_up", "Page up", show=False, id="table.page_up"),
+        Binding("pagedown", "page_down", "Page down", show=False, id="table.page_down"),
+        Binding("home,g", "first", "First", show=False, id="table.first"),
+        Binding("end,G", "last", "Last", show=False, id="table.last"),
+        Binding("space", "toggle_mark", "Mark", id="table.mark"),
+        Binding("enter", "choose", "Detail", id="table.detail"),
+    ]
+
+    cursor_row: var[int] = var(0, init=False)
+
+    def __init__(
+        self,
+        store: TaskStore,
+        *,
+        now: Callable[[], datetime] | None = None,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.store = store
+        self.now = now or (lambda: datetime.now(timezone.utc))
+        self.where: Filter | None = None
+        self.sort = "submitted"
+        self.descending = True
+        self.marks: set[str] = set()
+        self.cursor_id: str | None = None
+        self.empty_text = "no tasks"
+        self.row_count = 0
+        self._version = -1
+        self._window_start = 0
+        self._window: list[TaskRecord] = []
+        self._window_valid = False
+        self._widths: list[int] = [c.width for c in COLUMNS]
+        self._base_style: Style | None = None
+        self.fetches = 0  # pages read from the store (tests check that it stays small)
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def set_view(
+        self,
+        where: Filter | None,
+        *,
+        sort: str | None = None,
+        descending: bool | None = None,
+        cursor_id: str | None | bool = False,
+    ) -> None:
+        """Show another filter/sort. cursor_id: keep the current task (False), go to this one, or top (None)."""
+        self.where = where
+        if sort is not None:
+            self.sort = sort
+        if descending is not None:
+            self.descending = descending
+        if cursor_id is not False:
+            self.cursor_id = cursor_id  # type: ignore[assignment]
+            if cursor_id is None:
+                self._set_cursor_row(0, scroll_home=True)
+        self.reload(force=True)
+
+    def reload(self, *, force: bool = False) -> bool:
+        """Re-read the count and the cursor position if the store changed. True if anything was re-read."""
+        version = self.store.version
+        if not force and version == self._version:
+            return False
+        self._version = version
+        self._window_valid = False
+        old_row, old_scroll = self.cursor_row, int(self.scroll_y)
+        self.row_count = self.store.count(self.where)
+        self._update_virtual_size()
+        row = None
+        if self.cursor_id is not None:
+            row = self.store.position(self.cursor_id, self.where, sort=self.sort, descending=self.descending)
+        if row is None:
+            # The task left this view (or there was none): stay at the same place.
+            row = min(old_row, max(0, self.row_count - 1))
+            record = self._record(row)
+            self.cursor_id = record.msg_id if record else None
+        if row != old_row and self._row_visible(old_row, old_scroll):
+            # Keep the cursor on the same screen line while rows arrive above it.
+            self.scroll_to(y=old_scroll + (row - old_row), animate=False, force=True)
+        self.cursor_row = row
+        self._scroll_cursor_visible()
+        self.refresh()
+        return True
+
+    def _record(self, index: int) -> TaskRecord | None:
+        if index < 0 or index >= self.row_count:
+            return None
+        start = self._window_start
+        if not self._window_valid or not (start <= index < start + len(self._window)):
+            page = max(self.scrollable_content_region.height, 10)
+            start = max(0, index - page * 2)
+            self._window = self.store.page(
+                self.where, sort=self.sort, descending=self.descending, offset=start, limit=page * 5
+            )
+            self._window_start = start
+            self._window_valid = True
+            self.fetches += 1
+            if not (start <= index < start + len(self._window)):
+                return None  # the store shrank under us; the next reload() fixes the count
+        return self._window[index - start]
+
+    def visible_records(self) -> list[TaskRecord]:
+        top = int(self.scroll_y)
+        out = []
+        for i in range(top, min(self.row_count, top + self._page_height())):
+            rec = self._record(i)
+            if rec is not None:
+                out.append(rec)
+        return out
+
+    # -- geometry -----------------------------------------------------------------------------
+
+    def _page_height(self) -> int:
+        return max(1, self.scrollable_content_region.height - 1)
+
+    def _row_visible(self, row: int, scroll: int) -> bool:
+        return scroll <= row < scroll + self._page_height()
+
+    def _update_virtual_size(self) -> None:
+        self.virtual_size = Size(self._total_width(), self.row_count + 1)
+
+    def _total_width(self) -> int:
+        return _GUTTER + sum(self._widths) + _GAP * (len(self._widths) - 1)
+
+    def _layout_columns(self) -> None:
+        width = self.scrollable_content_region.width
+        fixed = _GUTTER + sum(c.width for c in COLUMNS[:-1]) + _GAP * (len(COLUMNS) - 1)
+        self._widths = [c.width for c in COLUMNS[:-1]] + [max(COLUMNS[-1].width, width - fixed)]
+        self._update_virtual_size()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._layout_columns()
+        self._window_valid = False
+        self._scroll_cursor_visible()
+
+    # -- cursor -------------------------------------------------------------------------------
+
+    def _set_cursor_row(self, row: int, *, scroll_home: bool = False) -> None:
+        row = max(0, min(row, self.row_count - 1)) if self.row_count else 0
+        record = self._record(row)
+        self.cursor_id = record.msg_id if record else None
+        changed = row != self.cursor_row
+        self.cursor_row = row
+        if scroll_home:
+            self.scroll_to(y=0, animate=False, force=True)
+        self._scroll_cursor_visible()
+        self.refresh()
+        if changed or scroll_home:
+            self.post_message(TaskHighlighted(self.cursor_id))
+
+    def _scroll_cursor_visible(self) -> None:
+        top = int(self.scroll_y)
+        page = self._page_height()
+        if self.cursor_row < top:
+            self.scroll_to(y=self.cursor_row, animate=False, force=True)
+        elif self.cursor_row >= top + page:
+            self.scroll_to(y=self.cursor_row - page + 1, animate=False, force=True)
+
+    def move_to(self, msg_id: str) -> bool:
+        """Put the cursor on this task if it is in the view."""
+        row = self.store.position(msg_id, self.where, sort=self.sort, descending=self.descending)
+        if row is None:
+            return False
+        self.cursor_id = msg_id
+        self.cursor_row = row
+        page = self._page_height()
+        if not self._row_visible(row, int(self.scroll_y)):
+            self.scroll_to(y=max(0, row - page // 2), animate=False, force=True)
+        self.refresh()
+        self.post_message(TaskHighlighted(msg_id))
+        return True
+
+    def action_cursor_up(self) -> None:
+        self._set_cursor_row(self.cursor_row - 1)
+
+    def action_cursor_down(self) -> None:
+        self._set_cursor_row(self.cursor_row + 1)
+
+    def action_page_up(self) -> None:
+        page = self._page_height()
+        self.scroll_to(y=max(0, int(self.scroll_y) - page), animate=False, force=True)
+        self._set_cursor_row(self.cursor_row - page)
+
+    def action_page_down(self) -> None:
+        page = self._page_height()
+        self.scroll_to(y=int(self.scroll_y) + page, animate=False, force=True)
+        self._set_cursor_row(self.cursor_row + page)
+
+    def action_first(self) -> None:
+        self._set_cursor_row(0)
+
+    def action_last(self) -> None:
+        self._set_cursor_row(self.row_count - 1)
+
+    def action_toggle_mark(self) -> None:
+        if self.cursor_id is None:
+            return
+        if self.cursor_id in self.marks:
+            self.marks.discard(self.cursor_id)
+        else:
+            self.marks.add(self.cursor_id)
+        self._set_cursor_row(self.cursor_row + 1)
+        self.refresh()
+
+    def action_choose(self) -> None:
+        if self.cursor_id is not None:
+            self.post_message(TaskChosen(self.cursor_id))
+
+    # -- mouse --------------------------------------------------------------------------------
+
+    def _column_at(self, x: int) -> Column | None:
+        left = _GUTTER
+        for column, width in zip(COLUMNS, self._widths):
+            if left <= x < left + width + _GAP:
+                return column
+            left += width + _GAP
+        return None
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        event.stop()
+        if offset.y == 0:
+            column = self._column_at(offset.x + int(self.scroll_x))
+            if column is not None:
+                self.post_message(SortRequested(column.key))
+            return
+        row = int(self.scroll_y) + offset.y - 1
+        if row >= self.row_count:
+            return
+        if row == self.cursor_row and self.has_focus:
+            self.action_choose()  # like DataTable: a click on the highlighted row opens it
+            return
+        self._set_cursor_row(row)
+
+    # -- rendering ----------------------------------------------------------------------------
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        self._base_style = self.rich_style  # walks the DOM: once per repaint, not once per line
+        return super().render_lines(crop)
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        width = self.scrollable_content_region.width
+        base = self._base_style if self._base_style is not None else self.rich_style
+        if y == 0:
+            strip = self._header_strip(base)
+        else:
+            row = scroll_y + y - 1
+            if row >= self.row_count:
+                strip = self._empty_strip(base) if (self.row_count == 0 and y == 1) else Strip.blank(0, base)
+            else:
+                record = self._record(row)
+                strip = self._row_strip(record, row == self.cursor_row, base) if record else Strip.blank(0, base)
+        total = max(width, self._total_width())
+        return strip.adjust_cell_length(total, base).crop(scroll_x, scroll_x + width)
+
+    def _header_strip(self, base: Style) -> Strip:
+        header = self.get_component_rich_style("task-table--header")
+        sorted_style = self.get_component_rich_style("task-table--header-sorted")
+        segments = [Segment(" " * _GUTTER, header)]
+        for i, (column, width) in enumerate(zip(COLUMNS, self._widths)):
+            title = column.title
+            style = header
+            if column.key == self.sort:
+                title = f"{title} {'▼' if self.descending else '▲'}"
+                style = sorted_style
+            segments.append(Segment(_fit(title, width, column.align), style))
+            if i < len(COLUMNS) - 1:
+                segments.append(Segment(" " * _GAP, header))
+        return Strip(segments).adjust_cell_length(max(self._total_width(), self.size.width), header)
+
+    def _empty_strip(self, base: Style) -> Strip:
+        return Strip([Segment("  " + self.empty_text, base + self.get_component_rich_style("task-table--empty", partial=True))])
+
+    def _cells(self, r: TaskRecord) -> list[str]:
+        state = r.state.value + (" ↻" if r.resubmitted else "")
+        engine = "" if r.engine_id is None else str(r.engine_id)
+        return [
+            fmt.short_id(r.msg_id, self._widths[0]),
+            state,
+            engine,
+            r.label or "",
+            fmt.ago(r.submitted, self.now()),
+            fmt.duration(r.duration),
+            fmt.error_text(r.ename, r.evalue),
+        ]
+
+    def _row_strip(self, r: TaskRecord, is_cursor: bool, base: Style) -> Strip:
+        partial = self.get_component_rich_style
+        marked = r.msg_id in self.marks
+        row_style = base
+        if marked:
+            row_style = base + partial("task-table--marked", partial=True)
+        if is_cursor:
+            row_style = row_style + partial("task-table--cursor", partial=True)
+        sign = Segment("● " if marked else "  ", row_style + partial("task-table--mark-sign", partial=True))
+        segments = [sign]
+        cells = self._cells(r)
+        last = len(COLUMNS) - 1
+        for i, (column, width, text) in enumerate(zip(COLUMNS, self._widths, cells)):
+            style = row_style
+            if not is_cursor:
+                if column.key == "state":
+                    style = row_style + partial(_STATE_CLASSES.get(r.state.value, "task-table--dim"), partial=True)
+                elif column.key == "ename" and text:
+                    style = row_style + partial("task-table--error-text", partial=True)
+                elif column.key in ("submitted", "engine_id"):
+                    style = row_style + partial("task-table--dim", partial=True)
+            segments.append(Segment(_fit(text, width, column.align), style))
+            if i < last:
+                segments.append(Segment(" " * _GAP, row_style))
+        return Strip(segments)
+
+    def watch_cursor_row(self, old: int, new: int) -> None:
+        self.refresh()
