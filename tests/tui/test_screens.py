@@ -335,7 +335,7 @@ async def test_resubmit_flow_cancel_then_confirm():
         await pilot.press("r")
         scope_screen = await wait_for(pilot, lambda: isinstance(app.screen, ScopeScreen) and app.screen)
         labels = [s.label for s in scope_screen.scopes]
-        assert labels[0].startswith("the task under the cursor") and labels[1] == "all 60 tasks in view"
+        assert labels[0].startswith("the task under the cursor") and labels[1] == "all 60 tasks"
         await choose_scope(pilot, app, "cursor")
         preview = await wait_for(pilot, lambda: isinstance(app.screen, PreviewScreen) and app.screen)
         assert preview.preview.send == [failed]
@@ -381,6 +381,23 @@ async def test_purge_preview_leaves_out_pending_and_clears_marks():
         assert [sorted(c) for c in source.purge_calls] == [sorted(done)]
         await wait_for(pilot, lambda: app.marks == [], what="marks cleared")
         await wait_for(pilot, lambda: all(app.store.get(m) is None for m in done), what="rows gone")
+
+
+async def test_scopes_offer_the_pane_and_every_pane():
+    app = ScreensHarness(FakeSource(60))
+    app.current_pane = "failed"
+    app.cursor = failed_ids(app)[0]
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("p")
+        scope_screen = await wait_for(pilot, lambda: isinstance(app.screen, ScopeScreen) and app.screen)
+        labels = {s.key: s.label for s in scope_screen.scopes}
+        n_failed = len(failed_ids(app))
+        n_done = app.store.count(("state IN ('succeeded','failed','aborted')", ()))
+        assert labels["pane"] == f"the {n_failed} completed tasks of the Failed pane"
+        assert labels["filter"] == f"all {n_done} completed tasks (every pane)"
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ScopeScreen))
+        assert app.source.purge_calls == []
 
 
 async def test_purge_one_engines_completed_tasks():

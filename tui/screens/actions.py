@@ -26,6 +26,8 @@ from textual.widgets.option_list import Option
 
 from datasource.model import State
 
+from datasource.store import PANES, combine, pane_filter
+
 from ..format import short_id
 
 __all__ = [
@@ -69,13 +71,13 @@ def _plural(n: int, word: str) -> str:
 
 def refusal(app: Any, action: str) -> str | None:
     """Why `action` cannot run at all on this app (read-only, capabilities), or None."""
-    if getattr(app, "read_only", False):
-        return f"--read-only is on: {action} is disabled"
     caps = app.caps
     if action == "resubmit" and not caps.can_resubmit:
         return caps.resubmit_reason or f"{getattr(app.source, 'name', 'this source')} cannot resubmit tasks"
     if action == "purge" and not caps.can_purge:
         return caps.purge_reason or f"{getattr(app.source, 'name', 'this source')} cannot purge tasks"
+    if getattr(app, "read_only", False):
+        return f"--read-only is on: {action} is disabled"
     return None
 
 
@@ -93,18 +95,22 @@ def default_scopes(app: Any, action: str) -> list[Scope]:
         scopes.append(Scope("marked", actions.scope_marked(len(marked)), marked))
     where = app.view_filter()
     query = getattr(app, "filter_text", "") or ""
-    if action == "purge":
-        ids = actions.completed_ids(store, where)
-        if ids:
-            label = actions.scope_matching(len(ids), query) if query else f"all {len(ids):,} completed tasks in view"
-            scopes.append(Scope("filter", label, ids))
-        if _engine_done_counts(store):
-            scopes.append(Scope("engine", "one engine's completed tasks…", None))
-    else:
-        ids = actions.ids_matching(store, where)
-        if ids:
-            label = actions.scope_matching(len(ids), query) if query else f"all {len(ids):,} tasks in view"
-            scopes.append(Scope("filter", label, ids))
+    pane = getattr(app, "current_pane", "all") or "all"
+    purge = action == "purge"
+    what = "completed task" if purge else "task"
+    pane_ids: list[str] = []
+    if pane != "all" and pane in PANES:
+        pane_where = combine(pane_filter(pane), where)
+        pane_ids = actions.completed_ids(store, pane_where) if purge else actions.ids_matching(store, pane_where)
+        if pane_ids:
+            scopes.append(Scope("pane", f"the {_plural(len(pane_ids), what)} of the {pane.capitalize()} pane"
+                                        + (f" matching {query}" if query else ""), pane_ids))
+    ids = actions.completed_ids(store, where) if purge else actions.ids_matching(store, where)
+    if ids and len(ids) != len(pane_ids):
+        label = f"{_plural(len(ids), what)} matching {query}" if query else f"all {_plural(len(ids), what)}"
+        scopes.append(Scope("filter", label + (" (every pane)" if pane != "all" else ""), ids))
+    if purge and _engine_done_counts(store):
+        scopes.append(Scope("engine", "one engine's completed tasks…", None))
     return scopes
 
 
