@@ -30,7 +30,7 @@ from ..model import TaskDetail, TaskRecord, normalize_detail, normalize_record
 from ..query.errors import QueryError
 from ..query.jsonquery import MONGO_OPERATORS
 from .base import ActionRefused, Capabilities, Delta, NotATaskDatabase, SourceError, SourceUnavailable
-from .sqlite import PURGE_REASON, RESUBMIT_REASON, hub_state
+from .sqlite import PURGE_REASON, RESUBMIT_REASON, hub_state, learn_engine_ids
 
 __all__ = ["MongoSource", "MONGO_OPERATORS", "LIGHT_PROJECTION", "check_query", "translate_glob"]
 
@@ -235,7 +235,9 @@ class MongoSource:
         if not ids:
             return 0
         if self.hub is not None:
-            return self.hub.purge(ids)
+            n = self.hub.purge(ids)
+            self._purged.update(ids)  # our own purge: no "disappeared" warning when it shows
+            return n
         if not self.allow_writes:
             raise ActionRefused(PURGE_REASON.replace("a tasks.db", "a database"))
         coll = self._collection()
@@ -304,6 +306,8 @@ class MongoSource:
         return recs
 
     def _full_load(self) -> Iterator[Delta]:
+        if self.hub is not None:
+            learn_engine_ids(self.hub, self._engine_ids)  # before normalizing, so records get their ids
         self._ids, self._pending, self._resubmitted = set(), {}, {}
         self._in_flight, self._watch = set(), {}
         with self._errors():

@@ -64,7 +64,7 @@ from ..model import (
 )
 from .base import ActionRefused, Capabilities, Delta, NotATaskDatabase, SourceError, SourceUnavailable
 
-__all__ = ["SQLiteSource", "find_tables", "table_order_key", "hub_state"]
+__all__ = ["SQLiteSource", "find_tables", "table_order_key", "hub_state", "learn_engine_ids"]
 
 CHUNK = 20_000  # rows per SELECT during a load: each statement stays short
 PENDING_SLICE = 2_000  # pending rows re-read per sync without a Hub
@@ -185,6 +185,14 @@ class _Table:
 
     def light_select(self) -> str:
         return _LIGHT_SQL.format(label=_LABEL_SQL if self.has_label else _LEGACY_LABEL_SQL)
+
+
+def learn_engine_ids(hub: Any, engine_ids: dict[str, int]) -> None:
+    """uuid -> id of the paired Hub's live engines into `engine_ids` (best effort: a Hub down is not fatal)."""
+    try:
+        engine_ids.update({uuid: eid for eid, uuid in hub.connection_request().items()})
+    except SourceError:
+        pass
 
 
 def hub_state(hub: Any, delta: Delta, engine_ids: dict[str, int]) -> set[str] | None:
@@ -373,6 +381,7 @@ class SQLiteSource:
                 )
             hub_ids = [m for m in ids if m not in set(older)]
             n = self.hub.purge(hub_ids) if hub_ids else 0
+            self._purged.update(hub_ids)  # our own purge: no "disappeared" warning when it shows
             if older:
                 n += self._delete(older)
             return n
@@ -597,6 +606,8 @@ class SQLiteSource:
 
     def _full_load(self) -> Iterator[Delta]:
         self._load_engine_ids()
+        if self.hub is not None:
+            learn_engine_ids(self.hub, self._engine_ids)  # before normalizing, so records get their ids
         self._tables = {}
         self._in_flight = set()
         self._watch = {}

@@ -241,3 +241,33 @@ def test_server_stopped_and_restarted(tmp_path):
         s.close()
     finally:
         server.stop()
+
+
+# -- a real cluster writing to MongoDB (tests/conftest.py) ------------------------------------------
+
+
+@pytest.mark.cluster
+def test_real_cluster_mongodb_agrees_with_the_hub(cluster_mongodb):
+    from datasource.model import LIGHT_KEYS
+
+    w = cluster_mongodb.workload
+    with cluster_mongodb.hub_client() as hub:
+        live = hub.connection_request()
+        raw = hub.records_by_id(w.all, list(LIGHT_KEYS) + ["stdout", "stderr", "error", "metadata"])
+        src = MongoSource(cluster_mongodb.mongo_uri, database=cluster_mongodb.mongo_database, hub=hub)
+        src.open()
+        try:
+            recs = load(src)
+            caps = src.capabilities()
+            assert caps.has_engines and caps.can_resubmit
+        finally:
+            src.close()
+    engine_ids = {u: i for i, u in live.items()}
+    assert set(w.all) <= set(recs)
+    for r in raw:
+        want = normalize_record(r, engine_ids)
+        assert dataclasses.asdict(recs[want.msg_id]) == dataclasses.asdict(want), want.msg_id
+    assert recs[w.pending[0]].state is State.PENDING
+    assert {recs[i].ename for i in w.failed} == {"ValueError", "ZeroDivisionError"}
+    assert recs[w.labeled[0]].label == "hubtop-labeled"
+    assert all(recs[i].engine_id is not None for i in w.all)  # from the paired Hub's engine list

@@ -512,3 +512,132 @@ def test_purge_with_allow_writes(taskdb):
     (d,) = deltas(s)
     assert sorted(d.removed) == sorted(done) and d.warnings == []  # our own purge: no warning
     s.close()
+
+
+# -- real clusters (tests/conftest.py) ----------------------------------------------------------------
+
+
+class Mirror:
+    """What a store would hold after applying a source's deltas."""
+
+    def __init__(self, src) -> None:
+        self.src = src
+        self.recs: dict = {}
+        self.removed: list[str] = []
+        self.warnings: list[str] = []
+        self.engines = None
+
+    def sync(self) -> None:
+        for d in self.src.sync():
+            if d.reset:
+                self.recs = {}
+            self.recs.update({r.msg_id: r for r in d.upserts})
+            for m in d.removed:
+                self.recs.pop(m, None)
+            self.removed += d.removed
+            self.warnings += d.warnings
+            if d.engines is not None:
+                self.engines = d.engines
+
+    def until(self, cond, timeout: float = 20.0, what: str = "") -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sync()
+            if cond(self.recs):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what or cond}")
+            time.sleep(0.25)
+
+
+def hub_view(cluster, ids) -> dict:
+    """The Hub's own records for `ids`, normalized the same way."""
+    from datasource.model import LIGHT_KEYS
+
+    with cluster.hub_client() as hub:
+        live = hub.connection_request()
+        raw = hub.records_by_id(list(ids), list(LIGHT_KEYS) + ["stdout", "stderr", "error", "metadata"])
+    engine_ids = {u: i for i, u in live.items()}
+    return {r["msg_id"]: normalize_record(r, engine_ids) for r in raw}
+
+
+@pytest.mark.cluster
+def test_real_cluster_tasks_db_agrees_with_the_hub(cluster_sqlite):
+    w = cluster_sqlite.workload
+    src = SQLiteSource(cluster_sqlite.tasks_db)
+    src.open()
+    m = Mirror(src)
+    m.until(lambda recs: set(w.all) <= set(recs), what="the workload in tasks.db")  # commits lag ~2 s
+    hub = hub_view(cluster_sqlite, w.all)
+    assert set(hub) == set(w.all)
+    for msg_id, want in hub.items():
+        assert dataclasses.asdict(m.recs[msg_id]) == dataclasses.asdict(want), msg_id
+    assert all(m.recs[i].state is State.SUCCEEDED for i in w.done_ok)
+    assert {m.recs[i].ename for i in w.failed} == {"ValueError", "ZeroDivisionError"}
+    assert m.recs[w.pending[0]].state is State.PENDING
+    assert m.recs[w.labeled[0]].label == "hubtop-labeled"
+    assert m.recs[w.direct[0]].queue == "mux"
+    assert all(m.recs[i].engine_id is not None for i in w.all)  # from log/engines.json
+    for msg_id, text in w.stdout.items():
+        assert src.detail(msg_id).stdout == text
+    d = src.detail(w.value_errors[0])
+    assert "ValueError" in d.traceback[-1] and d.record.evalue == "bad value 7"
+    src.close()
+
+
+@pytest.mark.cluster
+def test_real_cluster_paired_with_its_hub(cluster_sqlite):
+    hub = cluster_sqlite.hub_client()
+    src = SQLiteSource(cluster_sqlite.tasks_db, hub=hub)
+    try:
+        caps = src.capabilities()
+        assert caps.has_engines and caps.can_resubmit and caps.can_purge and caps.purge_via_hub
+        m = Mirror(src)
+        m.sync()
+        assert m.engines and len([e for e in m.engines if e.alive]) == 2
+        m.until(lambda recs: set(cluster_sqlite.workload.all) <= set(recs))
+        with pytest.raises(ActionRefused, match="No such msg"):
+            src.resubmit(["not-a-task"])
+    finally:
+        src.close()
+        hub.close()
+
+
+@pytest.mark.cluster
+def test_real_cluster_incremental_resubmit_purge_and_new_hub_run(fresh_cluster):
+    import cluster_workload
+
+    cluster = fresh_cluster("sqlite", n=1)
+    hub = cluster.hub_client()
+    paired = Mirror(SQLiteSource(cluster.tasks_db, hub=hub))
+    plain = Mirror(SQLiteSource(cluster.tasks_db))
+    try:
+        paired.sync()
+        plain.sync()
+        ids = cluster_workload.run_more(cluster.connection_file, 5)
+        for mirror in (paired, plain):
+            mirror.until(lambda r: all(i in r and r[i].state is State.SUCCEEDED for i in ids), what="5 new tasks")
+        mapping = paired.src.resubmit([ids[0]])
+        copy = mapping[ids[0]]
+        for mirror in (paired, plain):
+            mirror.until(lambda r: copy in r and r[copy].state is State.SUCCEEDED
+                         and r[ids[0]].resubmitted == copy, what="the resubmitted copy and pointer")
+        assert paired.src.detail(copy).resubmitted_from == ids[0]
+        assert paired.src.purge([ids[1]]) == 1
+        for mirror in (paired, plain):
+            mirror.until(lambda r: ids[1] not in r, what="the purged record to vanish")
+        assert ids[1] in plain.removed and plain.warnings == ["1 record disappeared since the last poll (ipython-tasks)"]
+        assert paired.warnings == []  # purged through this source: expected, not a surprise
+        # a new Hub on the same profile writes a new table: the old records become an earlier run
+        cluster.restart_controller()
+        plain.until(lambda r: r[ids[0]].run == "ipython-tasks", what="the old table to become an earlier run")
+        (new,) = cluster_workload.run_more(cluster.connection_file, 1)
+        plain.until(lambda r: new in r and r[new].state is State.SUCCEEDED, what="a task of the new Hub")
+        assert plain.recs[new].run is None
+        assert {r.run for r in plain.recs.values()} == {None, "ipython-tasks"}
+    finally:
+        paired.src.close()
+        plain.src.close()
+        hub.close()
