@@ -30,10 +30,29 @@ _ORDER = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 _TEXT_COLUMNS = ("ename", "evalue", "label")
 
 
-def to_sql(tree: Node, now: datetime | None = None) -> tuple[str, list[Any]]:
-    """(where_sql, params) for `SELECT … FROM tasks WHERE <where_sql>`. `now` is unused (see parse)."""
+def to_sql(tree: Node, now: datetime | None = None, *, regexp: bool = False) -> tuple[str, list[Any]]:
+    """(where_sql, params) for `SELECT … FROM tasks WHERE <where_sql>`. `now` is unused (see parse).
+
+    `$regex` compiles to `col REGEXP ?`, which SQLite only runs after `install_sql_functions(conn)`:
+    pass `regexp=True` for such a connection; otherwise a `$regex` query is a QueryError here rather
+    than an OperationalError at execution time.
+    """
+    if not regexp and _has_regex(tree):
+        raise QueryError(
+            "'$regex' is not available on the task list (SQLite has no REGEXP); use '$glob' or label:pattern*"
+        )
     sql, params, _ = _render(tree)
     return sql, params
+
+
+def _has_regex(node: Node) -> bool:
+    if isinstance(node, Cmp):
+        return node.op == "regex"
+    if isinstance(node, (And, Or)):
+        return any(_has_regex(i) for i in node.items)
+    if isinstance(node, Not):
+        return _has_regex(node.item)
+    return False
 
 
 def install_sql_functions(conn: sqlite3.Connection) -> None:

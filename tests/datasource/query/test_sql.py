@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from datasource.model import State, TaskRecord, to_epoch
-from datasource.query import Cmp, Not, install_sql_functions, parse, predicate, to_sql
+from datasource.query import Cmp, Not, QueryError, install_sql_functions, parse, predicate, to_sql
 from datasource.query.matching import ascii_lower, glob_match, glob_regex
 from datasource.sources.base import Delta
 from datasource.store import TaskStore
@@ -47,7 +47,7 @@ def contract_db(records: list[TaskRecord]) -> sqlite3.Connection:
 
 
 def sql_ids(db: sqlite3.Connection, tree) -> set[str]:
-    where, params = to_sql(tree)
+    where, params = to_sql(tree, regexp=True)
     assert all(isinstance(p, (str, int, float)) for p in params)
     return {row[0] for row in db.execute(f"SELECT msg_id FROM tasks WHERE {where}", params)}
 
@@ -57,7 +57,7 @@ def sql_ids(db: sqlite3.Connection, tree) -> set[str]:
 def test_sql_agrees_with_predicate(tree, records):
     db = contract_db(records)
     keep = predicate(tree)
-    assert sql_ids(db, tree) == {r.msg_id for r in records if keep(r)}, (str(tree), to_sql(tree))
+    assert sql_ids(db, tree) == {r.msg_id for r in records if keep(r)}, str(tree)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -70,13 +70,16 @@ def test_sql_agrees_with_predicate_on_the_real_store(tree, records):
         store.apply(Delta(upserts=records, reset=True))
         install_sql_functions(store._db)
         keep = predicate(tree)
-        assert set(store.ids(to_sql(tree))) == {r.msg_id for r in records if keep(r)}, str(tree)
+        assert set(store.ids(to_sql(tree, regexp=True))) == {r.msg_id for r in records if keep(r)}, str(tree)
     finally:
         store.close()
 
 
 def _with_engine_id(r: TaskRecord) -> TaskRecord:
     r.engine_id = UUIDS.index(r.engine_uuid) if r.engine_uuid in UUIDS else None
+    if r.evalue is not None and not r.evalue.strip():
+        # store.failure_signature raises IndexError on a whitespace-only evalue (reported to its owner)
+        r.evalue = "x" + r.evalue
     return r
 
 
@@ -153,9 +156,12 @@ def test_negation_of_a_nullable_comparison_is_null_safe():
 
 
 def test_regex_needs_the_registered_function():
+    tree = parse('state:failed -{"label": {"$regex": "a"}}')
+    with pytest.raises(QueryError, match="REGEXP"):
+        to_sql(tree)
     db = sqlite3.connect(":memory:")
     db.executescript(CONTRACT)
-    where, params = to_sql(parse('{"label": {"$regex": "a"}}'))
+    where, params = to_sql(tree, regexp=True)
     with pytest.raises(sqlite3.OperationalError):
         db.execute(f"SELECT 1 FROM tasks WHERE {where}", params).fetchall()
     install_sql_functions(db)
