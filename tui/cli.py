@@ -585,9 +585,39 @@ def parse(argv: Sequence[str]) -> tuple[Command | None, argparse.Namespace]:
         return None, _main_parser().parse_args(argv)
     p = _Parser(prog=f"hubtop {cmd.name}", description=cmd.description)
     cmd.configure(p)
-    args = p.parse_args(argv[1:])
+    args = p.parse_args(_protect_negations(p, argv[1:]))
+    for name in ("filter", "source"):
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value.startswith(_NEG):
+            setattr(args, name, value[len(_NEG):])
     args.raw_argv = argv[1:]
     return cmd, args
+
+
+_NEG = "\x00"
+
+
+def _protect_negations(p: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """A filter such as `-state:failed` is a negation, not an option: hide its dash from argparse.
+
+    Any single-dash word that is not one of the command's options (and not an option's value) counts.
+    `--` works too, as usual.
+    """
+    options = p._option_string_actions  # noqa: SLF001 - argparse has no public accessor
+    out: list[str] = []
+    takes_value = False
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            out.extend(argv[i:])
+            break
+        if not takes_value and arg.startswith("-") and not arg.startswith("--") and len(arg) > 1 and arg not in options:
+            out.append(_NEG + arg)
+            continue
+        action = options.get(arg.split("=", 1)[0]) if arg.startswith("-") else None
+        takes_value = action is not None and "=" not in arg and action.nargs != 0 and action.const is None \
+            and not isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction))
+        out.append(arg)
+    return out
 
 
 def _fail(message: str, code: int) -> int:
