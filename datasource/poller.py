@@ -21,11 +21,12 @@ import humanize
 from .sources.base import Delta, Source, SourceError
 from .store import TaskStore
 
-__all__ = ["PollStatus", "PollOutcome", "Poller"]
+__all__ = ["PollStatus", "PollOutcome", "Poller", "RECENT_WARNING_SECONDS"]
 
 log = logging.getLogger("hubtop")
 
-_RECENT_WARNINGS = 5  # recent (per-poll) warnings kept in the status next to the standing ones
+_RECENT_WARNINGS = 5  # recent (per-poll) warnings kept in the status next to the standing ones...
+RECENT_WARNING_SECONDS = 300.0  # ...for this long after they were last raised
 
 
 @dataclass
@@ -75,7 +76,7 @@ class Poller:
         self._retry_at: float | None = None
         self._failures = 0
         self._standing: list[str] = []
-        self._recent: list[str] = []
+        self._recent: dict[str, float] = {}  # warning -> clock() when last raised (insertion = age order)
 
     # -- status (any thread) -------------------------------------------------------------------
 
@@ -99,7 +100,7 @@ class Poller:
             last_success=self._last_success,
             retry_in=retry_in,
             failures=self._failures,
-            warnings=list(self._standing) + [w for w in self._recent if w not in self._standing],
+            warnings=list(self._standing) + [w for w in self._recent_locked() if w not in self._standing],
         )
 
     def age(self) -> float | None:
@@ -235,12 +236,17 @@ class Poller:
         with self._lock:
             self._standing = standing
 
+    def _recent_locked(self) -> list[str]:
+        horizon = self.clock() - RECENT_WARNING_SECONDS
+        return [w for w, at in self._recent.items() if at >= horizon][-_RECENT_WARNINGS:]
+
     def _note_warnings(self, warnings: list[str]) -> None:
         if not warnings:
             return
+        now = self.clock()
         with self._lock:
             for w in warnings:
-                if w in self._recent:
-                    self._recent.remove(w)
-                self._recent.append(w)
-            del self._recent[:-_RECENT_WARNINGS]
+                self._recent.pop(w, None)
+                self._recent[w] = now
+            for w in list(self._recent)[:-_RECENT_WARNINGS]:
+                del self._recent[w]

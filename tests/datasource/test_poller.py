@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from datasource.model import State
-from datasource.poller import Poller
+from datasource.poller import RECENT_WARNING_SECONDS, Poller
 from datasource.sources.base import Capabilities, Delta, SourceUnavailable
 from datasource.store import TaskStore
 from tests.fakes import FakeSource
@@ -232,7 +232,8 @@ def test_on_delta_sees_every_delta_in_order() -> None:
 def test_warnings_standing_and_recent() -> None:
     caps = Capabilities(kind="fake", backend="dictdb", warnings=("the Hub uses DictDB: it keeps 1,024 records",))
     source = FakeSource(20, caps=caps)
-    poller = Poller(source, TaskStore(), clock=Clock())
+    clock = Clock()
+    poller = Poller(source, TaskStore(), clock=clock)
     poller.open()
     assert poller.status.warnings == ["the Hub uses DictDB: it keeps 1,024 records"]
     poller.step()
@@ -246,7 +247,25 @@ def test_warnings_standing_and_recent() -> None:
         "2 records disappeared since the last poll",
     ]
     assert poller.step().warnings == []  # a poll's warnings are reported once...
-    assert len(poller.status.warnings) == 2  # ...and stay among the recent ones
+    assert len(poller.status.warnings) == 2  # ...and stay among the recent ones for a while
+    clock.now += RECENT_WARNING_SECONDS + 1
+    assert poller.status.warnings == ["the Hub uses DictDB: it keeps 1,024 records"]
+
+
+def test_recent_warnings_are_bounded() -> None:
+    source, _, poller, _ = make(100)
+    poller.step()
+    for i in range(8):
+        del source.records[f"c0ffee00-0000000000000000000000aa_1000_{i + 2}"]
+        source.records.pop(f"c0ffee00-0000000000000000000000aa_1000_{i + 12}")
+        poller.step()  # "2 records disappeared" every time: one entry, refreshed
+    assert poller.status.warnings == ["2 records disappeared since the last poll"]
+    for n in range(1, 8):
+        for i in range(n):
+            source.records.pop(next(iter(source.records)))
+        poller.step()
+    assert len(poller.status.warnings) == 5
+    assert poller.status.warnings[-1] == "7 records disappeared since the last poll"
 
 
 def test_pause_and_resume() -> None:
