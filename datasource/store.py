@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+from .query import install_sql_functions
 from .model import Engine, QueueStatus, State, TaskRecord, from_epoch, to_epoch
 from .sources.base import Delta
 
@@ -139,7 +140,8 @@ def failure_signature(ename: str | None, evalue: str | None) -> str:
     'ValueError: bad value 7' and 'ValueError: bad value 9' land in one group; so do two EngineErrors
     naming different engines and task ids.
     """
-    message = _NUMBERS.sub("N", _QUOTED.sub("'…'", (evalue or "").strip().splitlines()[0] if evalue else ""))
+    lines = (evalue or "").strip().splitlines()
+    message = _NUMBERS.sub("N", _QUOTED.sub("'…'", lines[0])) if lines else ""
     return f"{ename or 'Error'}: {message}" if message else (ename or "Error")
 
 
@@ -235,6 +237,7 @@ class TaskStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY;")
         self._db.executescript(_SCHEMA)
+        install_sql_functions(self._db)  # REGEXP, for `$regex` filters
         self._lock = threading.RLock()
         self._gen = 0
         self._loading_reset = False

@@ -30,12 +30,12 @@ _ORDER = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 _TEXT_COLUMNS = ("ename", "evalue", "label")
 
 
-def to_sql(tree: Node, now: datetime | None = None, *, regexp: bool = False) -> tuple[str, list[Any]]:
+def to_sql(tree: Node, now: datetime | None = None, *, regexp: bool = True) -> tuple[str, list[Any]]:
     """(where_sql, params) for `SELECT … FROM tasks WHERE <where_sql>`. `now` is unused (see parse).
 
-    `$regex` compiles to `col REGEXP ?`, which SQLite only runs after `install_sql_functions(conn)`:
-    pass `regexp=True` for such a connection; otherwise a `$regex` query is a QueryError here rather
-    than an OperationalError at execution time.
+    `$regex` compiles to `col REGEXP ?`, which SQLite only runs after `install_sql_functions(conn)`
+    (TaskStore does it). For a connection without it pass `regexp=False`: a `$regex` query is then a
+    QueryError here rather than an OperationalError at execution time.
     """
     if not regexp and _has_regex(tree):
         raise QueryError(

@@ -217,3 +217,14 @@ def test_reader_and_writer_threads() -> None:
     stop.set()
     t.join()
     assert not errors and store.total == 5000
+
+
+def test_whitespace_evalue_and_regex_filters() -> None:
+    from datasource.query import parse, to_sql
+
+    store = TaskStore()
+    rec = make_record(2)
+    rec.evalue = " \n "
+    store.apply(Delta(upserts=[rec, make_record(3)], reset=True))
+    assert failure_signature(rec.ename, rec.evalue) == rec.ename
+    assert store.count(to_sql(parse('{"ename": {"$regex": "^(Value|Key)Error$"}}'))) == 2
