@@ -24,7 +24,8 @@ Incremental sync, per call:
 * new rows: `rowid > last max rowid` per table; new tables appearing = a new Hub run.
 * changed rows: with a paired Hub, re-read (by PK) the Hub's in-flight ids plus those that left the
   in-flight set (until the DB shows them completed; the Hub commits up to 2 s late) and pending rows the
-  Hub does not list; without a Hub, the live table's pending rows in rotating slices of `PENDING_SLICE`
+  Hub does not list (a verbose queue_request also lists every completed id, so past VERBOSE_LIMIT
+  completed tasks the Hub is only asked for counts and the slices below are used); without a Hub, the live table's pending rows in rotating slices of `PENDING_SLICE`
   (by rowid), older tables' pending rows one slice every `SLOW_EVERY` syncs.
 * `resubmitted` set on originals: a `WHERE resubmitted IN (copies)` scan when a Hub-made copy appears,
   plus a full `resubmitted IS NOT NULL` scan of the live table every `SLOW_EVERY` syncs.
@@ -72,6 +73,7 @@ ID_CHUNK = 500  # ids per `IN (...)` lookup
 SLOW_EVERY = 10  # syncs between the periodic scans (resubmitted, older tables)
 LOCKED_LIMIT = 5  # consecutive locked syncs before SourceUnavailable
 WATCH_SECONDS = 10.0  # how long ids that left the Hub's in-flight set are re-read
+VERBOSE_LIMIT = 20_000  # a verbose queue_request lists every completed msg_id: above this, don't ask
 RESUBMIT_REASON = "resubmit needs the Hub: pass --hub CONNECTION_FILE"
 PURGE_REASON = "purging needs the Hub (--hub CONNECTION_FILE) or write access (allow_writes) to a tasks.db no Hub is using"
 
@@ -196,18 +198,28 @@ def learn_engine_ids(hub: Any, engine_ids: dict[str, int]) -> None:
 
 
 def hub_state(hub: Any, delta: Delta, engine_ids: dict[str, int]) -> set[str] | None:
-    """Engines and queue counts from a paired Hub into `delta`, uuid -> id into `engine_ids`; returns the
-    msg_ids the Hub has in flight (queued or running), or None when the Hub did not answer (a warning)."""
+    """Engines and queue counts from a paired Hub into `delta`, uuid -> id into `engine_ids`.
+
+    Returns the msg_ids the Hub has in flight (queued or running), or None when they are not known: the
+    Hub did not answer (then a warning), or naming them would cost too much — a verbose `queue_request`
+    also lists every msg_id completed since the Hub started, so above VERBOSE_LIMIT completed tasks the
+    caller falls back to re-reading pending rows in slices.
+    """
     try:
         live = hub.connection_request()
         engine_ids.update({uuid: eid for eid, uuid in live.items()})
         status: QueueStatus = hub.queue_status(live=live)
+        delta.engines = list(status.engines.values())
+        delta.queue = status
+        in_flight = status.unassigned + sum(e.queue + e.tasks for e in status.engines.values())
+        if in_flight == 0:
+            return set()
+        if sum(e.completed for e in status.engines.values()) + in_flight > VERBOSE_LIMIT:
+            return None
         raw = hub.request("queue_request", {"targets": None, "verbose": True})
     except SourceError as exc:
         delta.warnings.append(f"Hub did not answer ({exc}); showing the database only")
         return None
-    delta.engines = list(status.engines.values())
-    delta.queue = status
     ids: set[str] = set()
     for key, value in raw.items():
         if key == "unassigned" and isinstance(value, list):
