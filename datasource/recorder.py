@@ -238,6 +238,8 @@ def _check(con: sqlite3.Connection, path: Path, *, write: bool, check: bool) -> 
     try:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as exc:
+        if "malformed" in str(exc):
+            raise NotATaskDatabase(f"{path} is a truncated or corrupt SQLite file ({_one_line(exc)})") from None
         raise NotATaskDatabase(f"{path} is not a hubtop recording ({_one_line(exc)})") from None
     if not tables and write:
         return  # a new (empty) file: the caller creates the schema

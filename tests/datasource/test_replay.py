@@ -1,0 +1,313 @@
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from datasource.model import State
+from datasource.poller import Poller
+from datasource.recorder import Recorder
+from datasource.sources.base import ActionRefused, NotATaskDatabase, Source, SourceError
+from datasource.sources.replay import NOT_RECORDED, READ_ONLY_REASON, ReplaySource
+from datasource.store import TaskStore
+from tests.fakes import FakeSource, _copy, make_record
+
+REPO = Path(__file__).resolve().parents[2]
+T0 = 1_790_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> float:
+        self.t += 10.0
+        return self.t
+
+
+def state_of(store: TaskStore) -> list[tuple]:
+    return sorted(
+        (r.msg_id, r.state.value, r.engine_uuid, r.engine_id, r.label, r.completed, r.ename, r.evalue, r.resubmitted)
+        for r in store.page(limit=1_000_000)
+    )
+
+
+def engines_of(store: TaskStore) -> list[tuple]:
+    return [(e.uuid, e.id, e.alive) for e in store.engines()]
+
+
+def fail(source: FakeSource, msg_id: str, evalue: str = "late") -> None:
+    rec = _copy(source.records[msg_id])
+    rec.state, rec.ename, rec.evalue = State.FAILED, "ValueError", evalue
+    rec.completed = (rec.submitted or datetime.now(timezone.utc)) + timedelta(seconds=2)
+    source.records[msg_id] = rec
+
+
+@pytest.fixture
+def recording(tmp_path: Path) -> tuple[Path, list[list[tuple]], list[list[tuple]]]:
+    """A recorded session of 8 states: load, failures, purges, new tasks, a resubmit, a dead engine.
+
+    Returns the file and the live store's state (tasks, engines) after each recorded poll."""
+    path = tmp_path / "rec.db"
+    source = FakeSource(300, chunk=120)
+    store = TaskStore()
+    recorder = Recorder(path, source, clock=Clock())
+    poller = Poller(source, store, on_delta=recorder.write)
+    poller.open()
+    states: list[list[tuple]] = []
+    engines: list[list[tuple]] = []
+    ids = list(source.records)
+
+    def poll() -> None:
+        out = poller.step()
+        assert out.status.state == "connected"
+        states.append(state_of(store))
+        engines.append(engines_of(store))
+
+    poll()
+    for i in range(3):
+        fail(source, ids[i * 20])
+        poll()
+    for m in ids[100:110]:
+        del source.records[m]
+    poll()
+    poller.step()  # nothing changed: not a recorded state
+    for i in range(300, 320):
+        r = make_record(i)
+        source.records[r.msg_id] = r
+    poll()
+    source.resubmit([ids[2]])
+    poll()
+    source.engine_list[1].alive = False
+    poll()
+    recorder.close()
+    return path, states, engines
+
+
+def replayer(path: Path, **kwargs) -> tuple[ReplaySource, TaskStore, Poller]:
+    source = ReplaySource(path, **kwargs)
+    store = TaskStore()
+    poller = Poller(source, store)
+    poller.open()
+    return source, store, poller
+
+
+def test_is_a_read_only_source(recording) -> None:
+    path, states, _ = recording
+    source, _, poller = replayer(path)
+    assert isinstance(source, Source)
+    caps = source.capabilities()
+    assert (caps.kind, caps.backend, caps.read_only, caps.has_engines) == ("replay", "sqlite", True, True)
+    assert (caps.can_resubmit, caps.resubmit_reason) == (False, READ_ONLY_REASON)
+    assert (caps.can_purge, caps.purge_reason) == (False, READ_ONLY_REASON)
+    assert caps.warnings[0].endswith(f"(poll {len(states)} of {len(states)})")
+    with pytest.raises(ActionRefused, match="read-only"):
+        source.resubmit(["x"])
+    with pytest.raises(ActionRefused, match="read-only"):
+        source.purge(["x"])
+    assert "fake source" in source.name
+    poller.close()
+
+
+def test_opens_at_the_last_state(recording) -> None:
+    path, states, engines = recording
+    source, store, poller = replayer(path)
+    assert len(source.times()) == len(states) == 8
+    assert source.position == 7 and source.at_end
+    assert poller.step().status.state == "connected"
+    assert state_of(store) == states[-1]
+    assert engines_of(store) == engines[-1]
+    assert poller.step().added == 0  # at the cursor: nothing more
+    poller.close()
+
+
+def test_every_state_backwards_then_forwards(recording) -> None:
+    path, states, engines = recording
+    source, store, poller = replayer(path)
+    poller.step()
+    for i in reversed(range(len(states))):
+        assert source.seek(i) == i
+        out = poller.step()
+        assert out.status.state == "connected"
+        assert state_of(store) == states[i], i
+    for i in range(1, len(states)):
+        assert source.step(+1) == i
+        out = poller.step()
+        assert state_of(store) == states[i], i
+        assert engines_of(store) == engines[i], i
+        if 1 <= i <= 3:
+            assert len(out.new_failures) == 1  # replayed deltas notify as they did live
+    assert source.step(+1) == len(states) - 1  # clamped
+    assert source.step(-100) == 0
+    poller.step()
+    assert state_of(store) == states[0]
+    source.seek(-1)  # a far jump forward
+    poller.step()
+    assert state_of(store) == states[-1]
+    poller.close()
+
+
+def test_rebuild_matches_replayed_deltas_after_many_polls(recording, monkeypatch) -> None:
+    import datasource.sources.replay as replay
+
+    path, states, _ = recording
+    monkeypatch.setattr(replay, "_MAX_FORWARD", 0)  # every forward step rebuilds from the file
+    source, store, poller = replayer(path, position=0)
+    poller.step()
+    for i in range(len(states)):
+        source.seek(i)
+        poller.step()
+        assert state_of(store) == states[i], i
+    poller.close()
+
+
+def test_seek_by_time(recording) -> None:
+    path, states, _ = recording
+    source, store, poller = replayer(path)
+    times = source.times()
+    assert times == sorted(times) and all(t.tzinfo is not None for t in times)
+    assert source.seek(times[3]) == 3
+    assert source.seek(times[3] + timedelta(seconds=1)) == 3
+    assert source.seek(times[0] - timedelta(days=1)) == 0
+    assert source.seek(times[-1].replace(tzinfo=None) + timedelta(days=1)) == len(times) - 1  # naive = UTC
+    source.seek(times[4])
+    poller.step()
+    assert state_of(store) == states[4]
+    with pytest.raises(TypeError):
+        source.seek("yesterday")  # type: ignore[arg-type]
+    poller.close()
+
+
+def test_detail_is_what_was_recorded(recording) -> None:
+    path, states, _ = recording
+    source, store, poller = replayer(path)
+    poller.step()
+    failed = [r for r in store.page(limit=1000) if r.state is State.FAILED and r.evalue == "late"]
+    d = source.detail(failed[0].msg_id)
+    assert d.record == store.get(failed[0].msg_id)
+    assert d.stdout == NOT_RECORDED and d.stderr == NOT_RECORDED
+    assert d.traceback == ["ValueError: late", f"traceback {NOT_RECORDED}"]
+    new = store.get(store.get(d.record.msg_id).resubmitted) if d.record.resubmitted else None
+    resubmitted = [r for r in store.page(limit=1000) if r.resubmitted]
+    assert resubmitted
+    copy = source.detail(resubmitted[0].resubmitted)
+    assert copy.resubmitted_from == resubmitted[0].msg_id
+    # at the first state, a task failed later is still what it was then
+    source.seek(0)
+    assert source.detail(failed[0].msg_id).record.state is not State.FAILED
+    with pytest.raises(SourceError, match="not in the recording"):
+        source.detail(resubmitted[0].resubmitted)  # did not exist yet
+    assert new is None or new.msg_id
+    poller.close()
+
+
+def test_errors_are_one_clear_line(tmp_path: Path) -> None:
+    def error_of(path: Path) -> SourceError:
+        with pytest.raises(SourceError) as info:
+            ReplaySource(path).open()
+        assert "\n" not in str(info.value)
+        return info.value
+
+    assert "no such recording file" in str(error_of(tmp_path / "missing.db"))
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n" * 1000)
+    err = error_of(text)
+    assert isinstance(err, NotATaskDatabase) and "is not a hubtop recording" in str(err)
+
+    tasks_db = tmp_path / "tasks.db"
+    con = sqlite3.connect(tasks_db)
+    con.execute("CREATE TABLE 'ipython-tasks' (msg_id text PRIMARY KEY)")
+    con.commit()
+    con.close()
+    err = error_of(tasks_db)
+    assert isinstance(err, NotATaskDatabase) and "ipyparallel tasks.db" in str(err)
+
+    empty = tmp_path / "empty.db"
+    Recorder(empty).close()
+    assert "empty recording" in str(error_of(empty))
+
+
+def test_truncated_and_corrupt_files(recording, tmp_path: Path) -> None:
+    path, _, _ = recording
+    data = path.read_bytes()
+    assert len(data) > 40_000
+    truncated = tmp_path / "truncated.db"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(NotATaskDatabase, match="truncated or corrupt (recording|SQLite file)"):
+        ReplaySource(truncated).open()
+    corrupt = tmp_path / "corrupt.db"
+    mangled = bytearray(data)
+    for offset in range(8192, len(mangled) - 4096, 4096):  # every page but the first: garbage
+        mangled[offset + 100: offset + 300] = os.urandom(200)
+    corrupt.write_bytes(bytes(mangled))
+    with pytest.raises(NotATaskDatabase, match="truncated or corrupt (recording|SQLite file)"):
+        ReplaySource(corrupt).open()
+
+
+def test_newer_format(recording) -> None:
+    path, _, _ = recording
+    sqlite3.connect(path, isolation_level=None).execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    with pytest.raises(SourceError, match="newer hubtop .* upgrade hubtop to replay it"):
+        ReplaySource(path).open()
+
+
+def test_replays_the_recording_of_a_killed_hubtop(tmp_path: Path) -> None:
+    """A hubtop killed while recording (no close: the WAL is left beside the file) replays to its last poll."""
+    path = tmp_path / "rec.db"
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from tests.fakes import FakeSource, make_record
+        from datasource.store import TaskStore
+        from datasource.poller import Poller
+        from datasource.recorder import Recorder
+        source = FakeSource(200)
+        recorder = Recorder({str(path)!r}, source)
+        poller = Poller(source, TaskStore(), on_delta=recorder.write)
+        poller.step()
+        for i in range(200, 230):
+            r = make_record(i)
+            source.records[r.msg_id] = r
+        poller.step()
+        recorder.flush()
+        print(poller.store.total, flush=True)
+        os.kill(os.getpid(), 9)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -9, proc.stderr
+    assert proc.stdout.strip() == "230"
+    assert Path(f"{path}-wal").exists()
+    source, store, poller = replayer(path)
+    assert poller.step().status.state == "connected"
+    assert store.total == 230 and len(source.times()) == 2
+    poller.close()
+
+
+def test_recording_spanning_two_sessions(tmp_path: Path) -> None:
+    """A second hubtop run appends: its first load is a reset, so tasks of the first run are gone then."""
+    path = tmp_path / "rec.db"
+    for n in (30, 10):
+        source = FakeSource(n)
+        if n == 10:
+            for r in list(source.records.values()):
+                del source.records[r.msg_id]
+                r = _copy(r)
+                r.msg_id = "other-" + r.msg_id
+                source.records[r.msg_id] = r
+        recorder = Recorder(path, source, clock=Clock())
+        Poller(source, TaskStore(), on_delta=recorder.write).step()
+        recorder.close()
+    source, store, poller = replayer(path)
+    assert len(source.sessions) == 2
+    poller.step()
+    assert store.total == 10 and all(m.startswith("other-") for m in store.ids())
+    source.seek(0)
+    poller.step()
+    assert store.total == 30
+    poller.close()
