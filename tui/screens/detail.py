@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from rich.style import Style
-from rich.text import Text
+from rich.text import Span, Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -119,7 +119,11 @@ def _clean(s: str) -> str:
 
 def text_of(line: Text | str) -> Text:
     if isinstance(line, Text):
-        return line.copy()
+        text = line.copy()
+        if text.style:  # Text.render ignores the base style: make it the lowest span
+            text.spans.insert(0, Span(0, len(text), text.style))
+            text.style = ""
+        return text
     if "\x1b" in line:
         text = Text.from_ansi(line.expandtabs(8) if "\t" in line else line, no_wrap=True)
         if len(text.plain) > MAX_LINE:
@@ -219,7 +223,7 @@ def _add_output(doc: Document, name: str, text: str, show_all: bool) -> None:
     if hidden_chars:
         doc.truncated[name] = hidden_chars
         doc.add(Text(
-            f"⋯ {_size(hidden_chars)} hidden ({hidden_lines:,} lines) — press a to show all ⋯",
+            f"─── {_size(hidden_chars)} hidden ({hidden_lines:,} lines): press a to show all ───",
             style=Style(bold=True, color="black", bgcolor="yellow"),
         ))
     doc.lines.extend(tail)
@@ -638,7 +642,8 @@ class DetailScreen(Screen[None]):
         view.set_matches(view.query_text, view.matches, index)
         line, column = view.matches[index]
         view.scroll_to_match(line, column)
-        self._status(f"match {index + 1:,}/{len(view.matches):,} for {view.query_text!r}  (n/N: next/previous)")
+        hidden = "  — outputs are cut, a: search all of them" if view.document.truncated else ""
+        self._status(f"match {index + 1:,}/{len(view.matches):,} for {view.query_text!r}  (n/N: next/previous){hidden}")
 
     def action_next_match(self) -> None:
         if not self.view.matches:

@@ -6,6 +6,7 @@ exactly what the keys do right now); the other screens follow, from their BINDIN
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable
 
 from rich.table import Table
@@ -64,7 +65,7 @@ def binding_rows(app: Any, bindings: Iterable[Binding]) -> list[tuple[str, str]]
     for binding in bindings:
         if binding.action in ("noop", ""):
             continue
-        description = binding.description or binding.tooltip or binding.action.replace("_", " ")
+        description = binding.description or binding.tooltip or binding.action.rsplit(".", 1)[-1].replace("_", " ")
         ident = (binding.action, description)
         display = app.get_key_display(binding)
         if ident not in keys:
@@ -80,7 +81,8 @@ def _node_title(node: DOMNode, app: Any, screen: Any) -> str:
         return "Everywhere"
     if node is screen:
         return f"This screen ({type(screen).__name__.removesuffix('Screen') or 'main'})"
-    return type(node).__name__
+    words = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", type(node).__name__)
+    return f"{words[:1]}{words[1:].lower()} (focused)"
 
 
 def _table(title: str, rows: list[tuple[str, str]]) -> Table:
@@ -131,8 +133,8 @@ class HelpScreen(ModalScreen[None]):
             for active in below.active_bindings.values():
                 assert isinstance(active, ActiveBinding)
                 by_node.setdefault(id(active.node), (active.node, []))[1].append(active.binding)
-            # Screen and widgets first, the app's global keys last.
-            nodes = sorted(by_node.values(), key=lambda nb: (nb[0] is app, nb[0] is below))
+            # The screen first, then the focused widget and its parents, the app's global keys last.
+            nodes = sorted(by_node.values(), key=lambda nb: (nb[0] is app, nb[0] is not below))
             common = {b.action for b in class_bindings(Screen)}
             for node, bindings in nodes:
                 if node is below:
