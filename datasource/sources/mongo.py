@@ -123,6 +123,8 @@ class MongoSource:
         self.allow_writes = allow_writes
         self.timeout = timeout
         self.host = _host_of(uri)
+        # one read of a 5,000-document chunk may take seconds on a slow server (SecantusDB: ~4 s)
+        self._read_ms = max(int(timeout * 1000), 10_000)
         self.name = f"MongoDB {self.host} {database}.{collection}"
         self._client: Any = None
         self._coll: Any = None
@@ -161,14 +163,22 @@ class MongoSource:
         from pymongo import MongoClient
         from pymongo.errors import ConfigurationError, InvalidURI
 
+        self.close()  # a previous attempt's client
         ms = int(self.timeout * 1000)
         try:
             self._client = MongoClient(
-                self.uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=max(ms, 10_000),
+                self.uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=self._read_ms,
                 tz_aware=True, appname="hubtop", connect=False,
             )
         except (ConfigurationError, InvalidURI, ValueError, TypeError) as exc:
-            raise SourceError(f"bad MongoDB URI {self.uri!r}: {_first_line(exc)}") from None
+            raise SourceError(f"bad MongoDB URI {_redact(self.uri)!r}: {_first_line(exc)}") from None
+        try:
+            self._connect()
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self) -> None:
         with self._errors():
             self._client.admin.command("ping")
             db = self._client[self.database]
@@ -268,8 +278,13 @@ class MongoSource:
             if exc.code in (13, 18) or "auth" in str(exc).lower():
                 raise SourceError(f"MongoDB at {self.host} refused access: {_first_line(exc)}") from None
             raise SourceError(f"MongoDB at {self.host}: {_first_line(exc)}") from None
-        except (E.ServerSelectionTimeoutError, E.ConnectionFailure, E.NetworkTimeout, E.AutoReconnect):
+        except E.ServerSelectionTimeoutError:
             raise SourceUnavailable(f"MongoDB at {self.host} did not answer within {self.timeout:g} s") from None
+        except E.NetworkTimeout:
+            raise SourceUnavailable(
+                f"MongoDB at {self.host} did not answer a query within {self._read_ms / 1000:g} s") from None
+        except E.ConnectionFailure:  # AutoReconnect and kin: the connection dropped mid-call
+            raise SourceUnavailable(f"MongoDB at {self.host} closed the connection") from None
         except E.ConfigurationError as exc:
             raise SourceError(f"MongoDB at {self.host}: {_first_line(exc)}") from None
         except E.PyMongoError as exc:
@@ -430,6 +445,16 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     first = text[0] if text else type(exc).__name__
     return first.split(", full error:")[0].split(", Timeout:")[0]
+
+
+def _redact(uri: str) -> str:
+    """The URI without its password."""
+    scheme, sep, rest = uri.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at:
+        return uri
+    user = creds.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"
 
 
 def _host_of(uri: str) -> str:

@@ -73,6 +73,7 @@ ID_CHUNK = 500  # ids per `IN (...)` lookup
 SLOW_EVERY = 10  # syncs between the periodic scans (resubmitted, older tables)
 LOCKED_LIMIT = 5  # consecutive locked syncs before SourceUnavailable
 WATCH_SECONDS = 10.0  # how long ids that left the Hub's in-flight set are re-read
+INTERN_MAX = 50_000  # distinct strings shared between records
 VERBOSE_LIMIT = 20_000  # a verbose queue_request lists every completed msg_id: above this, don't ask
 RESUBMIT_REASON = "resubmit needs the Hub: pass --hub CONNECTION_FILE"
 PURGE_REASON = "purging needs the Hub (--hub CONNECTION_FILE) or write access (allow_writes) to a tasks.db no Hub is using"
@@ -116,6 +117,10 @@ def _dt(value: Any) -> datetime | None:
     if tz is None:
         return d.replace(tzinfo=_UTC)
     return d.astimezone(_UTC)
+
+
+def _same(key: str, value: str) -> str:
+    return value
 
 
 def _s(value: Any) -> str | None:
@@ -525,7 +530,10 @@ class SQLiteSource:
         add_pending = pend.append
         run = table.run
         eids = self._engine_ids
+        # one str object per distinct engine/client/queue/label (1M copies of a uuid cost ~80 MB), but
+        # stop sharing when the values are mostly distinct (per-task labels): the cache would only grow
         intern = self._intern
+        share = intern.setdefault if len(intern) < INTERN_MAX else _same
         succeeded, aborted, failed, pending = State.SUCCEEDED, State.ABORTED, State.FAILED, State.PENDING
         for (rowid, msg_id, submitted, started, completed, received, engine, queue, client, resub, label,
              out_size, err_size, status, ename, evalue, eid) in rows:
@@ -549,15 +557,15 @@ class SQLiteSource:
             if engine is not None:
                 if not isinstance(engine, str):
                     engine = _s(engine)
-                engine = intern.setdefault(engine, engine)
+                engine = share(engine, engine)
                 if engine in eids:
                     eid = eids[engine]
             if client is not None:
-                client = intern.setdefault(client, client) if isinstance(client, str) and client else _s(client)
+                client = share(client, client) if isinstance(client, str) and client else _s(client)
             if queue is not None:
-                queue = intern.setdefault(queue, queue) if isinstance(queue, str) and queue else _s(queue)
+                queue = share(queue, queue) if isinstance(queue, str) and queue else _s(queue)
             if label is not None:
-                label = intern.setdefault(label, label) if isinstance(label, str) and label else _s(label)
+                label = share(label, label) if isinstance(label, str) and label else _s(label)
             rec = TaskRecord(
                 msg_id if isinstance(msg_id, str) and msg_id else (_s(msg_id) or ""),
                 state, engine, eid, queue, label, client,
