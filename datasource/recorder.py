@@ -29,13 +29,14 @@ import threading
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .model import Engine, QueueStatus, State, TaskRecord, from_epoch, to_epoch
 from .sources.base import Capabilities, Delta, NotATaskDatabase, Source, SourceError
 
 __all__ = [
     "Recorder",
+    "RecordingSource",
     "FORMAT",
     "SCHEMA_VERSION",
     "TASK_COLUMNS",
@@ -481,3 +482,53 @@ class Recorder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class RecordingSource:
+    """A Source that records every delta of the source it wraps (`hubtop --record FILE`).
+
+    For callers that cannot hand the Poller an `on_delta` hook (the dashboard builds its own Poller):
+    each delta is queued for the Recorder before it is yielded, so a "recording stopped" warning reaches
+    the poll that carries it. Everything else is the wrapped source's; `close()` closes both.
+    """
+
+    def __init__(self, source: Source, path: str | os.PathLike, *, clock: Callable[[], float] = time.time) -> None:
+        if source is None:
+            raise SourceError("--record needs a SOURCE to record: name the cluster or database to watch")
+        self.inner = source
+        self.recorder = Recorder(path, source, clock=clock)
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities()
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def sync(self) -> Iterator[Delta]:
+        for delta in self.inner.sync():
+            self.recorder.write(delta)
+            yield delta
+
+    def detail(self, msg_id: str):
+        return self.inner.detail(msg_id)
+
+    def resubmit(self, msg_ids: list[str]) -> dict[str, str]:
+        return self.inner.resubmit(msg_ids)
+
+    def purge(self, msg_ids: list[str]) -> int:
+        return self.inner.purge(msg_ids)
+
+    def close(self) -> None:
+        try:
+            self.inner.close()
+        finally:
+            self.recorder.close()
+
+    def __getattr__(self, attr: str) -> Any:  # backend, client, path...: whatever the wrapped source has
+        if attr == "inner":
+            raise AttributeError(attr)
+        return getattr(self.inner, attr)

@@ -186,3 +186,32 @@ def test_write_after_close_is_ignored(tmp_path: Path) -> None:
     recorder.write(Delta(upserts=[make_record(1)]))
     recorder.close()
     assert recorder.deltas_written == 0
+
+
+def test_recording_source_wraps_any_source(tmp_path: Path) -> None:
+    """What `hubtop --record FILE` uses (the dashboard builds its own Poller, without on_delta)."""
+    from datasource.recorder import RecordingSource
+    from datasource.sources.replay import ReplaySource
+
+    path = tmp_path / "rec.db"
+    inner = FakeSource(40)
+    source = RecordingSource(inner, path)
+    assert source.name == inner.name and source.capabilities() == inner.capabilities()
+    store = TaskStore()
+    poller = Poller(source, store)
+    poller.step()
+    new = make_record(40)
+    inner.records[new.msg_id] = new
+    poller.step()
+    assert source.resubmit([new.msg_id]) and inner.resubmit_calls == [[new.msg_id]]
+    poller.step()
+    assert source.detail(new.msg_id).record.resubmitted
+    poller.close()  # closes the recorder too
+    assert not Path(f"{path}-wal").exists()
+    replay = ReplaySource(path)
+    replay_store = TaskStore()
+    Poller(replay, replay_store).step()
+    assert sorted(r.msg_id for r in replay_store.page(limit=100)) == sorted(r.msg_id for r in store.page(limit=100))
+    assert replay_store.get(new.msg_id) == store.get(new.msg_id)
+    with pytest.raises(SourceError, match="--record needs a SOURCE"):
+        RecordingSource(None, tmp_path / "x.db")  # type: ignore[arg-type]
