@@ -311,3 +311,54 @@ def test_recording_spanning_two_sessions(tmp_path: Path) -> None:
     poller.step()
     assert store.total == 30
     poller.close()
+
+
+@pytest.mark.cluster
+def test_post_mortem_of_a_dictdb_hub(fresh_cluster, tmp_path: Path) -> None:
+    """Record a real DictDB Hub while tasks run, kill the whole cluster (the Hub's in-memory records are
+    gone for good), replay: the same tasks, states, counts and engines as the last poll."""
+    import signal
+
+    import cluster_workload
+
+    from datasource.sources.hub import HubSource
+
+    cluster = fresh_cluster("dictdb", n=2, workload=True)
+    path = tmp_path / "post-mortem.db"
+    source = HubSource(cluster.connection_file, timeout=2.0)
+    store = TaskStore()
+    recorder = Recorder(path, source)
+    poller = Poller(source, store, on_delta=recorder.write)
+    assert poller.open().status.state == "loading"
+    assert poller.step().status.state == "connected"
+    more = cluster_workload.run_more(cluster.connection_file, 6)
+    for _ in range(50):
+        poller.step()
+        if all(store.get(m) is not None and store.get(m).state is State.SUCCEEDED for m in more):
+            break
+    assert store.get(cluster.workload.pending[0]).state.is_pending  # still running when the Hub dies
+    last_tasks, last_counts, last_engines = state_of(store), store.counts(), engines_of(store)
+    assert last_counts["failed"] == 3 and last_counts["all"] == len(cluster.workload.all) + 6
+
+    cluster.kill_engine(0, signal.SIGKILL)
+    cluster.kill_engine(1, signal.SIGKILL)
+    cluster.kill_controller(signal.SIGKILL)
+    assert poller.step().status.state == "retrying"  # the Hub is gone: nothing more to record
+    poller.close()
+    recorder.close()
+    cluster.stop()
+
+    replay, replay_store, replay_poller = replayer(path)
+    assert replay.capabilities().backend == "dictdb"
+    assert replay_poller.step().status.state == "connected"
+    assert state_of(replay_store) == last_tasks
+    assert replay_store.counts() == last_counts
+    assert engines_of(replay_store) == last_engines
+    failed = cluster.workload.value_errors[0]
+    detail = replay.detail(failed)
+    assert detail.record.ename == "ValueError" and detail.record.evalue == "bad value 7"
+    assert detail.stdout == NOT_RECORDED
+    replay.seek(0)  # the first load: the six later tasks were not there yet
+    replay_poller.step()
+    assert replay_store.total == len(cluster.workload.all)
+    replay_poller.close()
