@@ -22,7 +22,6 @@ import tempfile
 import threading
 import time
 import uuid as _uuid
-import weakref
 from pathlib import Path
 from typing import IO, Mapping, Sequence
 
@@ -35,7 +34,7 @@ __all__ = ["LocalCluster", "ClusterError", "BACKENDS"]
 BACKENDS = ("sqlite", "dictdb", "nodb", "mongodb")
 _BACKEND_FLAGS = {"sqlite": "--sqlitedb", "dictdb": "--dictdb", "nodb": "--nodb", "mongodb": "--mongodb"}
 
-_live: "weakref.WeakSet[LocalCluster]" = weakref.WeakSet()
+_live: "set[LocalCluster]" = set()  # strong refs: an unreferenced running cluster is still stopped at exit
 
 
 class ClusterError(SourceError):

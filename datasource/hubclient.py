@@ -85,6 +85,9 @@ class HubClient:
         self._backend: str | None = None
         self.has_label: bool = True  # pre-9.1 Hubs have no `label` key (SQLite: "Bad record key(s)")
         self.last_rtt: float = 0.0  # seconds, last successful request
+        # (completed, in flight) summed over *every* engine id in the last queue_reply, dead ones
+        # included: Hub counters that only grow/shift when something happens (activity detection).
+        self.last_queue_totals: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         return f"HubClient({self.url})"
@@ -190,6 +193,13 @@ class HubClient:
         def count(v: Any) -> int:
             return len(v) if isinstance(v, list) else int(v or 0)
 
+        completed_all = in_flight_all = 0
+        for key, counts in content.items():
+            if key in ("status", "unassigned") or not isinstance(counts, dict):
+                continue
+            completed_all += count(counts.get("completed"))
+            in_flight_all += count(counts.get("queue")) + count(counts.get("tasks"))
+        self.last_queue_totals = (completed_all, in_flight_all + status.unassigned)
         for eid, uuid in live.items():
             counts = content.get(str(eid)) or {}
             status.engines[eid] = Engine(

@@ -1,29 +1,36 @@
 """`HubSource`: tasks, engines and queues from a live Hub over ZeroMQ; resubmit and purge through it.
 
 Sync strategy (spec §3.2, §4, §9, §11.5). The first `sync()` is a full load: `history_request` once,
-then `db_request {"msg_id": {"$in": <=500 ids}}` with `LIGHT_KEYS` per chunk (never stdout/stderr or
-buffers), one Delta per chunk with done/total progress. Each later `sync()` costs in proportion to
-what changed, not to the history size:
+then `db_request {"msg_id": {"$in": ids}}` with `LIGHT_KEYS` (never stdout/stderr or buffers), one
+Delta per chunk with done/total progress. Chunks are sized from the measured reply time so one
+request stays near 150 ms of Hub time (the Hub is single-threaded; on SQLite it spends ~0.5 ms per
+record converting dates and JSON, whatever the history size): 100k SQLite tasks load in ~55 s.
+
+Each later `sync()` costs in proportion to what changed, not to the history size:
 
 * `connection_request` + `queue_request` every sync (~2 ms each): engines (every uuid ever seen is
-  kept, dead ones flagged), queue counts filtered to live engines.
-* new tasks: `{"submitted": {"$gte": W_s - 5 s}}` where W_s is the newest `submitted` seen. `submitted`
-  is the *client's* clock, hence the margin; the results are deduplicated against what we hold,
-  so the overlap costs a few records, never duplicates. (`$gt` is never used: DictDB inverts it.)
-* completions: `{"received": {"$gte": W_r - 1 s}}` where W_r is the newest `received` seen.
-  `received` is the *Hub's* clock, one domain, so this is exact for every task the Hub saw finish.
-  (`started`/`completed` are engine clocks: never used for cursors.)
-  Both range queries carry `"$ne": None` *before* `$gte`: DictDB evaluates a field's operators in
-  order and `None >= datetime` raises TypeError there (pending tasks have no `received`).
-* pending re-check: records the Hub completes without a `received` (an engine died: the Hub or the
-  scheduler writes an EngineError) are found by re-fetching our pending ids, but only when the Hub's
-  in-flight count (sum of queue + tasks + unassigned) is below our pending count, at most every 5 s.
+  kept, dead ones flagged alive=False), queue counts filtered to live engines. The queue reply's
+  counters summed over every engine (completed, in flight) tell whether anything happened at all:
+  when they did not move, an idle sync stops here (3 ms at 100k tasks).
+* new tasks: `{"submitted": {"$ne": None, "$gte": W_s - 5 s}}` asking for `msg_id` only, where W_s is
+  the newest `submitted` seen; unknown ids are then fetched by primary key. `submitted` is the
+  *client's* clock, hence the margin (ids only: the overlap is cheap). `$gt` is never used (DictDB
+  inverts it). On SQLite this is one table scan (~0.2 s at 100k tasks, only when something happened).
+* completions (the completed counter moved): our pending ids are re-fetched by primary key when there
+  are <= 500 of them; above that `{"received": {"$ne": None, "$gte": W_r - 1 s}}` (msg_id only) names
+  the finished ones. `received` is the *Hub's* clock (one domain); `started`/`completed` are engine
+  clocks and never used as cursors.
+  Range queries carry `"$ne": None` *before* `$gte`: DictDB evaluates a field's operators in order and
+  `None >= datetime` raises TypeError there (pending tasks have no `received`).
+* pending re-check: records completed without a `received` (an engine died: the Hub or scheduler
+  writes an EngineError) or orphaned by an earlier Hub: our pending ids are re-fetched when the Hub's
+  in-flight count is below our pending count, at most every 5 s.
 * ids we act on (resubmitted originals gain `resubmitted`, new copies) are re-fetched at the next sync.
   A copy made by *another* client's resubmit is recognised (its msg_id does not start with its
   client_uuid) and its original looked up with `{"resubmitted": {"$in": copies}}`.
-* reconciliation every 30 s: `history_request`, diffed against what we hold: ids
-  gone (purged elsewhere, DictDB culling) -> `Delta.removed` + a warning; ids never seen (a client
-  clock far behind) -> fetched.
+* reconciliation every 30 s (or 60x the last history_request time, if longer): `history_request`
+  diffed against what we hold: ids gone (purged elsewhere, DictDB culling) -> `Delta.removed` + a
+  warning; ids never seen (a client clock far behind, a task aborted between two syncs) -> fetched.
 
 Running vs pending: an `IOPubListener` (SUB on the `iopub` relay) is drained without blocking at
 each sync; a pending task seen `status: busy` (and not yet idle) is upserted as `running`
@@ -38,13 +45,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterator
 
 from ..connection import ConnectionInfo, load_connection_file, profile_dir_of
-from ..hubclient import HubClient, HubError, IOPubListener, chunks
+from ..hubclient import CHUNK, HubClient, HubError, IOPubListener, chunks
 from ..model import (
     DETAIL_KEYS,
     LIGHT_KEYS,
@@ -70,6 +78,9 @@ SUBMITTED_MARGIN = timedelta(seconds=5)
 RECEIVED_MARGIN = timedelta(seconds=1)
 RECONCILE_EVERY = 30.0
 PENDING_RECHECK_EVERY = 5.0
+PENDING_REFETCH_MAX = 500  # above: find completions with a `received` range query instead
+TARGET_REQUEST_SECONDS = 0.15
+MIN_CHUNK = 20
 
 
 def _iso(dt: datetime) -> str:
@@ -98,9 +109,11 @@ class HubSource:
         self.reconcile_every = reconcile_every
         self._clock = clock
         self._client: HubClient | None = None
+        self._chunk = 250  # ids per db_request, adapted to the Hub's speed (see _fetch_chunks)
         self.live_running = live_running
         self._iopub: IOPubListener | None = None
         self._running: set[str] = set()
+        self._action_lock = threading.Lock()  # actions may run in another thread than sync()
         self._file_mtime: float | None = None
         self._backend = "unknown"
         self._open_warnings: list[str] = []
@@ -121,6 +134,8 @@ class HubSource:
         self._last_pending_check = 0.0
         self._refetch: set[str] = set()
         self._purged: set[str] = set()
+        self._last_totals: tuple[int, int] | None = None
+        self._history_seconds = 0.0
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -305,27 +320,43 @@ class HubSource:
             self._pending.discard(msg_id)
         return gone
 
+    def _fetch_chunks(self, ids) -> Iterator[tuple[int, list[TaskRecord]]]:
+        """Light records of `ids` by primary key, in chunks sized so that one request stays near
+        TARGET_REQUEST_SECONDS of Hub time (the Hub is single-threaded; on SQLite it spends ~0.5-1 ms
+        per record converting dates and JSON, whatever the history size)."""
+        ids = [m for m in dict.fromkeys(ids) if m]
+        i = 0
+        while i < len(ids):
+            chunk = ids[i : i + self._chunk]
+            start = time.monotonic()
+            raws = self.client.db_query({"msg_id": {"$in": chunk}}, LIGHT_KEYS)
+            elapsed = time.monotonic() - start
+            if elapsed > 0 and len(chunk) >= 20:
+                ideal = int(len(chunk) * TARGET_REQUEST_SECONDS / elapsed)
+                self._chunk = max(MIN_CHUNK, min(CHUNK, (self._chunk + ideal) // 2))
+            i += len(chunk)
+            yield len(chunk), self._normalize(raws)
+
     def _fetch(self, ids) -> list[TaskRecord]:
-        return self._normalize(self.client.records_by_id(list(ids), LIGHT_KEYS))
+        return [r for _, records in self._fetch_chunks(ids) for r in records]
 
     def _full_load(self, engines: list[Engine], queue: QueueStatus, warnings: list[str]) -> Iterator[Delta]:
         if self._backend == "nodb":
             yield Delta(reset=not self._loaded, engines=engines, queue=queue, warnings=warnings)
             self._loaded = True
             return
-        ids = self.client.history()
+        self._last_totals = self.client.last_queue_totals
+        ids = list(dict.fromkeys(self.client.history()))
         total = len(ids)
         self._records.clear()
         self._pending.clear()
         yield Delta(reset=True, loading=bool(ids), engines=engines, queue=queue, done=0, total=total,
                     warnings=warnings)
         done = 0
-        parts = list(chunks(ids))
-        for i, chunk in enumerate(parts):
-            records = self._fetch(chunk)
+        for n, records in self._fetch_chunks(ids):
             self._remember(records)
-            done += len(chunk)
-            last = i == len(parts) - 1
+            done += n
+            last = done >= total
             yield Delta(upserts=records, loading=not last, done=done, total=total,
                         engines=self._engine_list(queue) if last else None)
         self._loaded = True
@@ -334,30 +365,34 @@ class HubSource:
     def _delta(self, engines: list[Engine], queue: QueueStatus, warnings: list[str]) -> Delta:
         client = self.client
         now = self._clock()
-        fetched: list[TaskRecord] = []
-        if self._submitted_wm is not None:
-            since = _iso(self._submitted_wm - SUBMITTED_MARGIN)
-            fetched += self._normalize(client.db_query({"submitted": {"$ne": None, "$gte": since}}, LIGHT_KEYS))
-        else:
-            self._last_reconcile = 0.0  # nothing known yet: let history tell
-        if self._received_wm is not None:
-            since = _iso(self._received_wm - RECEIVED_MARGIN)
-            fetched += self._normalize(client.db_query({"received": {"$ne": None, "$gte": since}}, LIGHT_KEYS))
-        elif self._pending:
-            self._refetch |= self._pending  # no completion seen yet: ask for the pending ones
+        totals, previous = client.last_queue_totals, self._last_totals
+        self._last_totals = totals
+        candidates: set[str] = set()
+        if totals != previous or totals is None:  # something was submitted, assigned or finished
+            if self._submitted_wm is None:
+                self._last_reconcile = float("-inf")  # nothing known yet: history tells (below)
+            else:
+                since = _iso(self._submitted_wm - SUBMITTED_MARGIN)
+                raws = client.db_query({"submitted": {"$ne": None, "$gte": since}}, ["msg_id"])
+                candidates |= {str(r["msg_id"]) for r in raws if r.get("msg_id") not in self._records}
+            finished = previous is None or totals is None or totals[0] != previous[0]
+            if finished and self._pending:
+                if len(self._pending) <= PENDING_REFETCH_MAX or self._received_wm is None:
+                    candidates |= self._pending
+                else:
+                    since = _iso(self._received_wm - RECEIVED_MARGIN)
+                    raws = client.db_query({"received": {"$ne": None, "$gte": since}}, ["msg_id"])
+                    candidates |= {
+                        str(r["msg_id"]) for r in raws if r.get("msg_id") in self._pending or r.get("msg_id") not in self._records
+                    }
         in_flight = queue.unassigned + sum(e.queue + e.tasks for e in queue.engines.values())
-        if (
-            self._pending
-            and in_flight < len(self._pending)
-            and now - self._last_pending_check >= PENDING_RECHECK_EVERY
-        ):
-            self._refetch |= self._pending
+        if self._pending and in_flight < len(self._pending) and now - self._last_pending_check >= PENDING_RECHECK_EVERY:
+            candidates |= self._pending  # finished without a `received` (engine died) or orphaned
             self._last_pending_check = now
-        seen = {r.msg_id for r in fetched}
-        refetch = [m for m in self._refetch if m not in seen]
-        self._refetch.clear()
-        if refetch:
-            fetched += self._fetch(refetch)
+        with self._action_lock:
+            candidates |= self._refetch
+            self._refetch = set()
+        fetched = self._fetch(candidates) if candidates else []
         # Copies made by someone else's resubmit: refresh their originals' `resubmitted` field.
         copies = [
             r.msg_id
@@ -366,11 +401,12 @@ class HubSource:
         ]
         for chunk in chunks(copies):
             originals = client.db_query({"resubmitted": {"$in": chunk}}, ["msg_id"])
-            fetched += self._fetch(o["msg_id"] for o in originals if o.get("msg_id") not in seen)
+            fetched += self._fetch(o["msg_id"] for o in originals if o.get("msg_id") not in candidates)
         fetched += self._running_changes()
-        removed = self._forget(self._purged)
-        self._purged.clear()
-        if now - self._last_reconcile >= self.reconcile_every:
+        with self._action_lock:
+            purged, self._purged = self._purged, set()
+        removed = self._forget(purged)
+        if now - self._last_reconcile >= max(self.reconcile_every, 60 * self._history_seconds):
             gone, missing = self._reconcile()
             if gone:
                 n = len(gone)
@@ -383,7 +419,9 @@ class HubSource:
                      running=running)
 
     def _reconcile(self) -> tuple[list[str], list[str]]:
+        start = time.monotonic()
         history = self.client.history()
+        self._history_seconds = time.monotonic() - start
         self._last_reconcile = self._clock()
         current = set(history)
         gone = self._forget([m for m in self._records if m not in current])
@@ -415,7 +453,8 @@ class HubSource:
         if not msg_ids:
             return {}
         mapping = self.client.resubmit(msg_ids)
-        self._refetch |= set(mapping) | set(mapping.values())
+        with self._action_lock:
+            self._refetch |= set(mapping) | set(mapping.values())
         return mapping
 
     def purge(self, msg_ids: list[str]) -> int:
@@ -435,5 +474,6 @@ class HubSource:
             raise
         except HubError as exc:
             raise ActionRefused(str(exc)) from None
-        self._purged |= set(ids)
+        with self._action_lock:
+            self._purged |= set(ids)
         return n
