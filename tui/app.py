@@ -39,6 +39,7 @@ __all__ = ["HubtopApp", "MainScreen", "make_app", "INTERVALS"]
 
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 UI_TICK = 0.25
+FAILURE_TOAST_EVERY = 10.0  # seconds between two "N new failures" toasts (a steady trickle is one toast per period)
 _DEFAULT_DESCENDING = {"submitted", "duration", "started", "completed", "received"}
 _NEW_FAILURE_DETAIL = 5_000  # look at most this many new failures up to group them by exception
 
@@ -146,6 +147,9 @@ class HubtopApp(App[None]):
         self.polls = 0
         self._widgets: tuple[TaskTable, EngineList, StatusBar, FilterBar] | None = None
         self._closing = False
+        self._failure_names: list[str | None] = []
+        self._failure_count = 0
+        self._last_failure_toast: float | None = None
         self.notices: list[tuple[str, str]] = []  # (severity, message) of every toast, for tests and logs
         if keymap:
             self.set_keymap(keymap)
@@ -384,12 +388,24 @@ class HubtopApp(App[None]):
             self._toast(outcome.event, severity="error" if lost else "information", title=self.source.name if self.source else "")
         if outcome.new_failures:
             ids = outcome.new_failures
-            sample = self.store.get_many(ids[:_NEW_FAILURE_DETAIL])
-            enames = [r.ename for r in sample]
-            self._toast(failure_summary(enames, len(ids)), severity="warning", title="failures")
+            room = max(0, _NEW_FAILURE_DETAIL - len(self._failure_names))
+            self._failure_names.extend(r.ename for r in self.store.get_many(ids[:room]))
+            self._failure_count += len(ids)
+        self._flush_failures()
         if outcome.warnings:
             self._toast("; ".join(dict.fromkeys(outcome.warnings)), severity="warning")
         self.refresh_views()
+
+    def _flush_failures(self) -> None:
+        """One toast for a burst of new failures, and at most one every FAILURE_TOAST_EVERY seconds."""
+        if not self._failure_count:
+            return
+        now = self.clock()
+        if self._last_failure_toast is not None and now - self._last_failure_toast < FAILURE_TOAST_EVERY:
+            return  # the next poll (or UI tick) after the quiet period reports everything gathered meanwhile
+        self._toast(failure_summary(self._failure_names, self._failure_count), severity="warning", title="failures")
+        self._last_failure_toast = now
+        self._failure_names, self._failure_count = [], 0
 
     def _toast(self, message: str, *, severity: str = "information", title: str = "") -> None:
         self.notices.append((severity, message))
@@ -400,6 +416,7 @@ class HubtopApp(App[None]):
     def _tick(self) -> None:
         if not self._main_ready():
             return
+        self._flush_failures()
         if self.store.version != self._seen_version:
             self.refresh_views()
         else:
@@ -478,10 +495,7 @@ class HubtopApp(App[None]):
         loading = (self.store.load_done, self.store.load_total) if self.store.loading else None
         state = "loading" if loading and status.state in ("loading", "connected", "connecting") else status.state
         message = status.message
-        marks = len(self._table().marks)
         warnings = list(status.warnings)
-        if marks:
-            message = f"{message} · {fmt.thousands(marks)} marked"
         status_bar.show(
             StatusInfo(
                 state=state,
@@ -493,6 +507,7 @@ class HubtopApp(App[None]):
                 loading=loading,
                 read_only=self.read_only,
                 warnings=warnings,
+                marked=len(self._table().marks),
             )
         )
 
@@ -599,17 +614,10 @@ class HubtopApp(App[None]):
         keys = [c.key for c in COLUMNS]
         column = keys[(keys.index(table.sort) + 1) % len(keys)] if table.sort in keys else keys[0]
         self._set_sort(column, column in _DEFAULT_DESCENDING)
-        self._toast_sort()
 
     def action_sort_reverse(self) -> None:
         table = self._table()
         self._set_sort(table.sort, not table.descending)
-        self._toast_sort()
-
-    def _toast_sort(self) -> None:
-        table = self._table()
-        title = next((c.title for c in COLUMNS if c.key == table.sort), table.sort)
-        self.notify(f"sorted by {title} {'descending' if table.descending else 'ascending'}", timeout=1.5)
 
     def action_slower(self) -> None:
         bigger = [i for i in INTERVALS if i > self.interval]

@@ -13,7 +13,9 @@ from typing import Callable
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `import fakes`
+import datasource.query  # noqa: F401  # imported before tests/ is on sys.path, so tests/datasource cannot shadow it
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # `import fakes` (appended: tests/datasource must not shadow datasource)
 
 from fakes import T0, FakeSource  # noqa: E402
 

@@ -256,7 +256,7 @@ async def test_status_line_goes_stale_while_retrying_then_reconnects(make_test_a
         assert app.notices[-1] == ("information", "reconnected")
 
 
-async def test_a_burst_of_failures_raises_one_notification(make_test_app) -> None:
+async def test_a_burst_of_failures_raises_one_notification(make_test_app, clock) -> None:
     app, source = make_test_app()
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await started(app, pilot)
@@ -270,6 +270,17 @@ async def test_a_burst_of_failures_raises_one_notification(make_test_app) -> Non
         new = app.notices[before:]
         assert new == [("warning", "12 new failures: ValueError ×9, KeyError ×3")]
         assert len(app._notifications) >= 1
+        # a trickle right after: gathered quietly, reported once when the quiet period is over
+        for burst in range(3):
+            rec = [r for r in source.records.values() if r.state is State.PENDING][0]
+            source.records[rec.msg_id] = replace(rec, state=State.FAILED, ename="OSError", evalue="disk",
+                                                 started=rec.submitted, completed=rec.submitted + timedelta(seconds=1))
+            clock.advance(1)
+            await started(app, pilot)
+        assert app.notices[before + 1:] == []
+        clock.advance(10)
+        await started(app, pilot)
+        assert app.notices[before + 1:] == [("warning", "3 new failures: OSError ×3")]
 
 
 def test_failure_summary_names_the_three_most_common() -> None:

@@ -11,12 +11,12 @@ from .. import format as fmt
 
 __all__ = ["StatusInfo", "StatusBar"]
 
-_STATE_STYLE = {
-    "connected": ("●", "$success"),
-    "loading": ("◐", "$warning"),
-    "connecting": ("◌", "$warning"),
-    "retrying": ("✖", "$error"),
-    "paused": ("‖", "$warning"),
+_STATE_COLOUR = {
+    "connected": "$success",
+    "loading": "$warning",
+    "connecting": "$warning",
+    "retrying": "$error",
+    "paused": "$warning",
 }
 
 
@@ -30,6 +30,7 @@ class StatusInfo:
     matching: int | None = None  # tasks matching the filter/engine selection (None: no filter)
     loading: tuple[int, int | None] | None = None  # (done, total) during a (re)load
     read_only: bool = False
+    marked: int = 0
     warnings: list[str] = field(default_factory=list)
 
 
@@ -59,26 +60,36 @@ class StatusBar(Static):
 
     @staticmethod
     def render_info(info: StatusInfo) -> Content:
-        icon, colour = _STATE_STYLE.get(info.state, ("?", "$warning"))
-        parts: list[Content] = []
+        """Short facts first (state, age, totals), the long error text last: the line is cut on the right."""
+        colour = _STATE_COLOUR.get(info.state, "$warning")
+        detail = ""
         if info.state == "loading" and info.loading is not None:
             done, total = info.loading
-            text = f"loading {fmt.thousands(done)}" + (f" / {fmt.thousands(total)}" if total else "")
+            head = f"loading {fmt.thousands(done)}" + (f" / {fmt.thousands(total)}" if total else "")
         elif info.state == "retrying":
-            text = info.message + (" · showing stale data" if info.age is not None else "")
+            error, _, retry = info.message.rpartition("; ")
+            head = retry if retry.startswith("retrying") else "retrying"
+            detail = error if retry.startswith("retrying") else info.message
         else:
-            text = info.message
-        parts.append(Content.from_markup(f"[{colour}]{icon}[/] $text", text=text))
-        if info.read_only:
-            parts.append(Content.from_markup("[$warning]read-only[/]"))
-        parts.append(Content(f"every {info.interval:g} s"))
+            head, _, rest = info.message.partition(" · ")
+            detail = rest
+        parts: list[Content] = [Content.from_markup(f"[{colour}]●[/] [b]$head[/b]", head=head)]
         if info.age is not None:
-            age_style = "$error" if info.state == "retrying" else "$text-muted"
-            parts.append(Content.from_markup(f"[{age_style}]updated $age ago[/]", age=fmt.age_seconds(info.age)))
+            if info.state == "retrying":
+                parts.append(Content.from_markup("[$error]stale: updated $age ago[/]", age=fmt.age_seconds(info.age)))
+            else:
+                parts.append(Content.from_markup("[$text-muted]updated $age ago[/]", age=fmt.age_seconds(info.age)))
         tasks = f"{fmt.thousands(info.total)} tasks"
         if info.matching is not None:
             tasks = f"{fmt.thousands(info.matching)} of {tasks} match"
         parts.append(Content(tasks))
+        if info.marked:
+            parts.append(Content.from_markup("[$accent]$n marked[/]", n=fmt.thousands(info.marked)))
+        parts.append(Content(f"every {info.interval:g} s"))
+        if info.read_only:
+            parts.append(Content.from_markup("[$warning]read-only[/]"))
         for w in info.warnings:
-            parts.append(Content.from_markup("[$warning]⚠ $w[/]", w=w))
+            parts.append(Content.from_markup("[$warning]▲ $w[/]", w=w))
+        if detail:
+            parts.append(Content.from_markup("[$text-muted]$detail[/]", detail=detail))
         return Content(" · ").join(parts)
