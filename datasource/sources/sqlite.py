@@ -362,17 +362,24 @@ class SQLiteSource:
             yield delta
 
     def detail(self, msg_id: str) -> TaskDetail:
+        try:
+            return self._detail(msg_id)
+        except _Locked:
+            raise SourceUnavailable(f"{self.path} is locked by another process; try again") from None
+
+    def _detail(self, msg_id: str) -> TaskDetail:
         con = self._connection()
-        for table in reversed(self._table_names()):
+        attempts = self.load_attempts
+        for table in reversed(self._retry(lambda: find_tables(con), attempts)):
             info = self._tables.get(table) or self._describe(table)
             cols = [k for k in DETAIL_KEYS if k in info.columns]
             rows = self._retry(lambda: con.execute(
-                f"SELECT {', '.join(cols)} FROM {_q(table)} WHERE msg_id = ?", (msg_id,)).fetchall())
+                f"SELECT {', '.join(cols)} FROM {_q(table)} WHERE msg_id = ?", (msg_id,)).fetchall(), attempts)
             if not rows:
                 continue
             raw = dict(zip(cols, rows[0]))
             parent = self._retry(lambda: con.execute(
-                f"SELECT msg_id FROM {_q(table)} WHERE resubmitted = ? LIMIT 1", (msg_id,)).fetchall())
+                f"SELECT msg_id FROM {_q(table)} WHERE resubmitted = ? LIMIT 1", (msg_id,)).fetchall(), attempts)
             self._load_engine_ids()
             return normalize_detail(raw, self._engine_ids, run=info.run,
                                     resubmitted_from=parent[0][0] if parent else None)

@@ -398,6 +398,23 @@ def test_locked_by_writer_quiet_then_unavailable_then_recovers(hubdb, monkeypatc
     src.close()
 
 
+def test_detail_while_locked(hubdb):
+    db, path = hubdb
+    src = SQLiteSource(path)
+    src.load_attempts = 2
+    recs = load(src)
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(SourceUnavailable, match="locked"):
+            src.detail(next(iter(recs)))
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert src.detail(next(iter(recs))).record.msg_id == next(iter(recs))
+    src.close()
+
+
 def test_locked_during_first_load(hubdb):
     db, path = hubdb
     src = SQLiteSource(path)
