@@ -60,9 +60,53 @@ def _group_alive(pgid: int) -> bool:
         return False
 
 
+def _proc_stat(pid: int) -> tuple[int, str, str] | None:
+    """(ppid, state, start time) from /proc (Linux); None when gone or unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), fields[0], fields[19]
+
+
+def _descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, start time) of every descendant, whatever its session: the engine's nanny calls setsid,
+    so killing the engine's process group does not reach it."""
+    children: dict[int, list[int]] = {}
+    starts: dict[int, str] = {}
+    try:
+        entries = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()]
+    except OSError:
+        return []
+    for child in entries:
+        stat = _proc_stat(child)
+        if stat is not None:
+            children.setdefault(stat[0], []).append(child)
+            starts[child] = stat[2]
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append((child, starts[child]))
+            todo.append(child)
+    return out
+
+
+def _kill_if_same(pid: int, start: str) -> bool:
+    """SIGKILL `pid` if it is still the process we saw (same start time); True if it was alive."""
+    stat = _proc_stat(pid)
+    if stat is None or stat[2] != start or stat[1] == "Z":
+        return False
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _end(procs: Sequence[subprocess.Popen], term_wait: float, kill_wait: float = 3.0) -> None:
-    """SIGTERM the leaders, wait up to term_wait, then SIGKILL every group still present."""
+    """SIGTERM the leaders, wait up to term_wait, then SIGKILL every group and descendant still present."""
     procs = [p for p in procs if p is not None]
+    family = [d for p in procs if p.poll() is None for d in _descendants(p.pid)]
     for p in procs:
         if p.poll() is None:
             try:
@@ -85,8 +129,18 @@ def _end(procs: Sequence[subprocess.Popen], term_wait: float, kill_wait: float =
             p.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             pass
+    _reap(family, deadline)
     while any(_group_alive(p.pid) for p in procs) and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def _reap(family: Sequence[tuple[int, str]], deadline: float) -> None:
+    """Kill descendants in other sessions (nannies) that did not exit with their parent; wait for them."""
+    alive = [(pid, start) for pid, start in family if _kill_if_same(pid, start)]
+    while alive and time.monotonic() < deadline:
+        alive = [(pid, start) for pid, start in alive if (st := _proc_stat(pid)) and st[2] == start and st[1] != "Z"]
+        if alive:
+            time.sleep(0.05)
 
 
 class LocalCluster:
@@ -135,6 +189,7 @@ class LocalCluster:
         self._logs: list[IO] = []
         self._lock = threading.Lock()
         self._controller_starts = 0
+        self._orphans: list[tuple[int, str]] = []  # (pid, start time) of nannies of killed engines
         self.workload: object = None  # set by the test fixtures (tests/cluster_workload.Workload)
 
     # -- paths ---------------------------------------------------------------------------------
@@ -315,6 +370,8 @@ class LocalCluster:
     def kill_engine(self, i: int, sig: int = signal.SIGKILL, wait: float = 5.0) -> int:
         """Kill engine number `i` (start order) and its nanny; return its PID."""
         proc = self.engines[i]
+        if proc.poll() is None:
+            self._orphans += _descendants(proc.pid)  # the nanny reports the death, then exits
         if sig == signal.SIGKILL:
             _signal_group(proc, sig)
         else:
@@ -356,6 +413,8 @@ class LocalCluster:
         _end(engines, term_wait=min(1.0, timeout / 2))
         if controller is not None:
             _end([controller], term_wait=min(5.0, timeout / 2))
+        _reap(self._orphans, time.monotonic() + 2.0)
+        self._orphans = []
         for log in self._logs:
             try:
                 log.close()
