@@ -145,10 +145,12 @@ class HubClient:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not sock.poll(max(1, int(remaining * 1000))):
                     self._reset()
-                    raise SourceUnavailable(
-                        f"no reply from the Hub at {self.url} within {timeout:g} s: "
-                        "it is down or the key does not match"
+                    cause = (
+                        "it is down, or it does not use CURVE or with another key (curve_serverkey)"
+                        if self.conn.curve_serverkey
+                        else "it is down or the key does not match"
                     )
+                    raise SourceUnavailable(f"no reply from the Hub at {self.url} within {timeout:g} s: {cause}")
                 frames = sock.recv_multipart()
                 try:
                     _, parts = self.session.feed_identities(frames)
