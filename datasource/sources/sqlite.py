@@ -285,6 +285,7 @@ class SQLiteSource:
         self._watch: dict[str, float] = {}  # msg_id -> re-read until (monotonic)
         self._intern: dict[str, str] = {}
         self._dirty = False  # the file changed since the last slow scan
+        self._rerun: set[str] = set()  # tables that became an earlier run, to re-deliver with `run` set
         self._last_slow = 0
 
     # -- protocol ----------------------------------------------------------------------------------
@@ -349,17 +350,24 @@ class SQLiteSource:
                 yield from self._full_load()
                 self._locked_syncs = 0
                 return
-            delta = self._incremental()
+            delta, locked = self._incremental()
         except _Locked:
-            self._locked_syncs += 1
-            if self._locked_syncs >= LOCKED_LIMIT:
-                raise SourceUnavailable(
-                    f"{self.path} stayed locked by another process for {self._locked_syncs} polls in a row"
-                ) from None
+            self._count_locked()
             return
-        self._locked_syncs = 0
         if delta is not None:
-            yield delta
+            yield delta  # what was read before a lock stopped the sync is true: deliver it
+        if locked:
+            self._count_locked()
+        else:
+            self._locked_syncs = 0
+
+    def _count_locked(self) -> None:
+        """One more sync stopped by a writer's lock: quiet, until LOCKED_LIMIT in a row."""
+        self._locked_syncs += 1
+        if self._locked_syncs >= LOCKED_LIMIT:
+            raise SourceUnavailable(
+                f"{self.path} stayed locked by another process for {self._locked_syncs} polls in a row"
+            )
 
     def detail(self, msg_id: str) -> TaskDetail:
         try:
@@ -636,6 +644,7 @@ class SQLiteSource:
         if self.hub is not None:
             learn_engine_ids(self.hub, self._engine_ids)  # before normalizing, so records get their ids
         self._tables = {}
+        self._rerun = set()
         self._in_flight = set()
         self._watch = {}
         con = self._connection()
@@ -677,38 +686,63 @@ class SQLiteSource:
 
     # -- incremental sync --------------------------------------------------------------------------
 
-    def _incremental(self) -> Delta | None:
+    def _incremental(self) -> tuple[Delta | None, bool]:
+        """(the delta of this sync or None, whether a writer's lock cut it short)."""
         con = self._connection()
         delta = Delta()
         hub_ids = self._hub_state(delta) if self.hub is not None else None
-        version = self._retry(lambda: con.execute("PRAGMA data_version").fetchone()[0])
+        try:
+            version = self._retry(lambda: con.execute("PRAGMA data_version").fetchone()[0])
+        except _Locked:
+            return (delta if delta.engines is not None or delta.warnings else None), True
         changed = version != self._data_version
         self._dirty |= changed
         slow = self._dirty and self._syncs - self._last_slow >= SLOW_EVERY
+        by_id: dict[str, TaskRecord] = {}
+        locked = False
         if not changed and not slow:  # the file did not change: nothing to read
             if hub_ids is not None:
                 self._track_in_flight(hub_ids, None, {})
-            return delta if delta.warnings or delta.engines is not None else None
+        else:
+            try:
+                self._read_changes(delta, by_id, hub_ids, slow)
+                self._data_version = version
+            except _Locked:
+                locked = True  # every state change so far matches what is in `delta`/`by_id`
+        delta.upserts.extend(by_id.values())
+        if not delta.upserts and not delta.removed and not delta.warnings and delta.engines is None:
+            return None, locked
+        return delta, locked
+
+    def _read_changes(self, delta: Delta, by_id: dict[str, TaskRecord], hub_ids: set[str] | None,
+                      slow: bool) -> None:
         if slow:
             self._last_slow, self._dirty = self._syncs, False
         self._load_engine_ids()
         names = self._table_names()
         new_tables = [n for n in names if n not in self._tables]
-        for name in new_tables:
-            self._tables[name] = self._describe(name)
+        described = {n: self._describe(n) for n in new_tables}  # may hit a lock: nothing changed yet
         gone = [n for n in self._tables if n not in names]
-        for name in gone:  # a dropped table: all its records are gone
-            delta.removed.extend(self._tables.pop(name).ids)
-        by_id: dict[str, TaskRecord] = {}
-        if new_tables or gone:
-            old_live = max((n for n in self._tables if n not in new_tables), key=table_order_key, default=None)
+        if described or gone:
+            old_live = self._live_name()
+            self._tables.update(described)
+            for name in gone:  # a dropped table: all its records are gone
+                delta.removed.extend(self._tables.pop(name).ids)
             self._set_runs()
-            if old_live and self._tables[old_live].run is not None:
-                # the previous live table is now an earlier run: its records change `run`
-                t = self._tables[old_live]
-                rows = self._select(t, "rowid <= ? ORDER BY rowid", (t.max_rowid,))
+            if old_live in self._tables and self._tables[old_live].run is not None:
+                self._rerun.add(old_live)
+        for name in sorted(self._rerun):
+            # the previous live table is now an earlier run: its records change `run` (in short chunks)
+            t = self._tables.get(name)
+            upper = t.max_rowid if t is not None else 0
+            while upper > 0:
+                rows = self._select(t, "rowid <= ? ORDER BY rowid DESC LIMIT ?", (upper, CHUNK))
+                if not rows:
+                    break
                 for r in self._records(t, rows):
                     by_id[r.msg_id] = r
+                upper = rows[-1][0] - 1
+            self._rerun.discard(name)
         live = self._live_name()
         for name in names:
             t = self._tables[name]
@@ -731,11 +765,6 @@ class SQLiteSource:
                 self._reread_pending(t, by_id)
             if is_live or slow or name in new_tables or t.suspect:
                 self._check_deletions(t, delta, by_id)
-        self._data_version = version
-        delta.upserts.extend(by_id.values())
-        if not delta.upserts and not delta.removed and not delta.warnings and delta.engines is None:
-            return None
-        return delta
 
     def _new_rows(self, t: _Table, by_id: dict[str, TaskRecord]) -> None:
         while True:

@@ -398,6 +398,35 @@ def test_locked_by_writer_quiet_then_unavailable_then_recovers(hubdb, monkeypatc
     src.close()
 
 
+def test_rows_read_before_a_lock_are_delivered(hubdb, monkeypatch):
+    """A Hub commit can lock the file in the middle of a sync: what was read before is not lost."""
+    db, path = hubdb
+    src = SQLiteSource(path)
+    load(src)
+    rec = fx.record("succeeded", 4100)[0]
+    db.add_record(rec["msg_id"], rec)
+    db._db.commit()
+    locker = sqlite3.connect(path, isolation_level=None)
+    real = SQLiteSource._check_deletions
+
+    def lock_then_check(self, *args):
+        locker.execute("BEGIN EXCLUSIVE")  # a writer arrives after the new rows were read
+        return real(self, *args)
+
+    monkeypatch.setattr(SQLiteSource, "_check_deletions", lock_then_check)
+    try:
+        (d,) = deltas(src)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+        monkeypatch.undo()
+    assert [r.msg_id for r in d.upserts] == [rec["msg_id"]]
+    assert src._locked_syncs == 1
+    assert deltas(src) == []  # the rest of the sync ran: nothing else changed
+    assert src._locked_syncs == 0
+    src.close()
+
+
 def test_detail_while_locked(hubdb):
     db, path = hubdb
     src = SQLiteSource(path)
