@@ -210,9 +210,19 @@ class MongoSource:
         if not self._loaded:
             yield from self._full_load()
             return
-        with self._errors():
-            delta = self._incremental()
-        if delta is not None:
+        delta = Delta()
+        by_id: dict[str, TaskRecord] = {}
+        try:
+            with self._errors():
+                self._incremental(delta, by_id)
+        except SourceError:
+            # what was read before the server went away is true (and past `_last_id`): deliver it
+            delta.upserts.extend(by_id.values())
+            if delta.upserts or delta.removed:
+                yield delta
+            raise
+        delta.upserts.extend(by_id.values())
+        if delta.upserts or delta.removed or delta.warnings or delta.engines is not None:
             yield delta
 
     def detail(self, msg_id: str) -> TaskDetail:
@@ -348,11 +358,10 @@ class MongoSource:
             hub_state(self.hub, final, self._engine_ids)
         yield final
 
-    def _incremental(self) -> Delta | None:
-        delta = Delta()
+    def _incremental(self, delta: Delta, by_id: dict[str, TaskRecord]) -> None:
+        """Fill `delta` (removals, warnings, Hub state) and `by_id` (upserts) with what changed."""
         in_flight = hub_state(self.hub, delta, self._engine_ids) if self.hub is not None else None
         slow = self._syncs % SLOW_EVERY == 0
-        by_id: dict[str, TaskRecord] = {}
         # new documents
         while True:
             match = {"_id": {"$gt": self._last_id}} if self._last_id is not None else {}
@@ -416,10 +425,6 @@ class MongoSource:
                     )
             if appeared:
                 self._reread(appeared, by_id, known_only=False)
-        delta.upserts.extend(by_id.values())
-        if not delta.upserts and not delta.removed and not delta.warnings and delta.engines is None:
-            return None
-        return delta
 
     def _pending_slice(self) -> list[str]:
         if not self._pending:
