@@ -19,22 +19,27 @@ The newest table is loaded first and each table from its newest rowid down, so t
 submitted first) is right after the first chunk.
 
 Incremental sync, per call:
-* `PRAGMA data_version` (per connection) unchanged and no Hub => nothing to do (one tiny statement);
-  the file's inode is checked too (a replaced tasks.db => full reload).
-* new rows: `rowid > last max rowid` per table; new tables appearing = a new Hub run.
-* changed rows: with a paired Hub, re-read (by PK) the Hub's in-flight ids plus those that left the
-  in-flight set (until the DB shows them completed; the Hub commits up to 2 s late) and pending rows the
-  Hub does not list (a verbose queue_request also lists every completed id, so past VERBOSE_LIMIT
-  completed tasks the Hub is only asked for counts and the slices below are used); without a Hub, the live table's pending rows in rotating slices of `PENDING_SLICE`
-  (by rowid), older tables' pending rows one slice every `SLOW_EVERY` syncs.
+* `PRAGMA data_version` (per connection) unchanged => no read at all (one tiny statement); the file's
+  inode is checked too (a replaced tasks.db => full reload).
+* new rows: `rowid > last max rowid` per table; a new table = a new Hub run (the previous live table's
+  records are delivered again, in chunks, with `run` set).
+* changed rows: with a paired Hub, re-read (by PK) the Hub's in-flight ids, the ids that left the
+  in-flight set (until the DB shows them done: the Hub commits up to 2 s late) and new pending rows the
+  Hub does not list. A verbose queue_request also lists every completed id, so past VERBOSE_LIMIT
+  completed tasks the Hub is only asked for counts and the slices below are used. Without a Hub: the
+  live table's pending rows in rotating slices of `PENDING_SLICE` (by rowid), older tables' pending rows
+  one slice per slow sync (every `SLOW_EVERY` syncs that follow a change of the file).
 * `resubmitted` set on originals: a `WHERE resubmitted IN (copies)` scan when a Hub-made copy appears,
-  plus a full `resubmitted IS NOT NULL` scan of the live table every `SLOW_EVERY` syncs.
-* deletions: `count(*)`, `max(rowid)` and the msg_id at the old max rowid of the live table each sync
-  (older tables every `SLOW_EVERY` syncs); on a mismatch one `SELECT msg_id` of that table finds which ids
-  vanished (`Delta.removed` + a warning) and which appeared under a reused rowid.
-Limits: without a Hub a change to a pending row is seen within ceil(pending / PENDING_SLICE) syncs;
-`resubmitted` set on a row that was already completed is seen within SLOW_EVERY syncs unless the copy is
-new; count/max checks and the periodic scans are O(rows) but cheap (~20 ms and ~0.3 s per 1M rows).
+  plus a full `resubmitted IS NOT NULL` scan of the live table every slow sync.
+* deletions: `count(*)`, `max(rowid)` and the msg_id at the max rowid of the live table each changed sync
+  (older tables every slow sync); on a mismatch one `SELECT msg_id` of that table tells which ids
+  vanished (`Delta.removed` + "N records disappeared since the last poll") and which appeared under a
+  reused rowid (SQLite reuses the largest rowid after the newest rows are deleted).
+* a lock in the middle of a sync ends it there: what was read before is delivered, the rest is redone at
+  the next sync (the data_version watermark only moves after a complete sync).
+Limits: without a Hub a change to a pending row is seen within ceil(pending / PENDING_SLICE) changed
+syncs; `resubmitted` set on an already-completed row with no new copy is seen at the next slow sync;
+the count check and the slow scans are O(rows) but cheap (~20 ms and ~0.3 s per 1M rows, measured idle).
 """
 
 from __future__ import annotations
