@@ -65,7 +65,8 @@ class Poller:
         self.clock = clock
         self.on_delta = on_delta
         self.max_backoff = max_backoff
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the status fields
+        self._stepping = threading.Lock()  # held by the step() in progress
         self._opened = False
         self._healthy: bool | None = None  # None: no attempt finished yet
         self._paused = False
@@ -151,9 +152,18 @@ class Poller:
         return None
 
     def step(self) -> PollOutcome:
-        """One sync: every delta applied to the store as it arrives. Never raises."""
-        if self._paused:
+        """One sync: every delta applied to the store as it arrives. Never raises.
+
+        A step called while another one runs (a forced refresh during a poll) returns at once, doing nothing.
+        """
+        if self._paused or not self._stepping.acquire(blocking=False):
             return PollOutcome(status=self.status)
+        try:
+            return self._step()
+        finally:
+            self._stepping.release()
+
+    def _step(self) -> PollOutcome:
         if not self._opened:
             event = self._try_open()
             if not self._opened:

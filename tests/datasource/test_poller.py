@@ -172,6 +172,8 @@ def test_status_readable_from_another_thread_while_a_sync_runs() -> None:
     assert gate.wait(5)
     st = poller.status  # the worker is parked inside step(), mid-load
     assert st.state == "loading" and st.message == "loading tasks: 100 of 300"
+    overlapping = poller.step()  # a second step while one runs: returns at once, touches nothing
+    assert overlapping.added == 0 and overlapping.status.state == "loading" and store.total == 100
     release.set()
     worker.join(5)
     assert poller.status.state == "connected"
