@@ -111,10 +111,20 @@ def _end_group(proc: subprocess.Popen, wait: float) -> None:
         pass
 
 
+def have_ipyparallel() -> bool:
+    """Whether the `demo` extra is there (without importing it: the workload process does)."""
+    if "ipyparallel" in sys.modules:
+        return sys.modules["ipyparallel"] is not None
+    try:
+        return importlib.util.find_spec("ipyparallel") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
     from .cli import EXIT_SOURCE, EXIT_USAGE, CLIError
 
-    if importlib.util.find_spec("ipyparallel") is None:
+    if not have_ipyparallel():
         raise CLIError(INSTALL_HINT, EXIT_SOURCE)
     if args.backend == "mongodb" and not args.mongo_uri:
         raise CLIError("--backend mongodb needs --mongo-uri mongodb://HOST:PORT", EXIT_USAGE)
