@@ -599,7 +599,10 @@ async def test_end_to_end_detail_resubmit_purge_on_a_real_cluster(fresh_cluster)
         await wait_for(pilot, lambda: all(app.store.get(m) is not None for m in w.all), timeout=30,
                        what="the workload in the store")
         failed = w.value_errors[0]
-        assert app.store.get(failed).state.value == "failed"
+        # a direct tasks.db read can lag the Hub by its commit interval (~2 s): wait for the completions
+        await wait_for(pilot, lambda: app.store.get(failed).state.value == "failed"
+                       and app.store.get(w.succeeded[0]).state.value == "succeeded", timeout=30,
+                       what="the workload's completions")
 
         # detail of a failed task: its traceback, as text
         app.select_task(failed)
