@@ -26,9 +26,10 @@ Incremental sync, per call:
 * changed rows: with a paired Hub, re-read (by PK) the Hub's in-flight ids, the ids that left the
   in-flight set (until the DB shows them done: the Hub commits up to 2 s late) and new pending rows the
   Hub does not list. A verbose queue_request also lists every completed id, so past VERBOSE_LIMIT
-  completed tasks the Hub is only asked for counts and the slices below are used. Without a Hub: the
-  live table's pending rows in rotating slices of `PENDING_SLICE` (by rowid), older tables' pending rows
-  one slice per slow sync (every `SLOW_EVERY` syncs that follow a change of the file).
+  completed tasks the Hub is only asked for counts and the slices below are used. Without a Hub:
+  PENDING_SLICE pending rows of the live table per sync (the oldest half, since tasks finish roughly in
+  submission order, and a rotating slice of the others); older tables' pending rows one slice per slow
+  sync (every `SLOW_EVERY` syncs that follow a change of the file).
 * `resubmitted` set on originals: a `WHERE resubmitted IN (copies)` scan when a Hub-made copy appears,
   plus a full `resubmitted IS NOT NULL` scan of the live table every slow sync.
 * deletions: `count(*)`, `max(rowid)` and the msg_id at the max rowid of the live table each changed sync
@@ -44,6 +45,7 @@ the count check and the slow scans are O(rows) but cheap (~20 ms and ~0.3 s per 
 
 from __future__ import annotations
 
+import bisect
 import gc
 import glob
 import json
@@ -845,14 +847,22 @@ class SQLiteSource:
                     t.suspect = True
 
     def _reread_pending(self, t: _Table, by_id: dict[str, TaskRecord]) -> None:
-        """One rotating slice of the known pending rows (by rowid)."""
+        """Re-read PENDING_SLICE known pending rows: the oldest half (tasks finish roughly in submission
+        order) and a slice of the others that rotates (so every pending row is re-read in turn)."""
         if not t.pending:
             return
         rowids = sorted(t.pending)
-        start = next((i for i, r in enumerate(rowids) if r >= t.cursor), 0)
-        picked = (rowids[start:] + rowids[:start])[:PENDING_SLICE]
-        t.cursor = (rowids[(start + len(picked)) % len(rowids)]) if len(picked) < len(rowids) else 0
-        self._reread_rowids(t, picked, by_id)
+        if len(rowids) <= PENDING_SLICE:
+            self._reread_rowids(t, rowids, by_id)
+            return
+        oldest = PENDING_SLICE // 2
+        rest = rowids[oldest:]
+        start = bisect.bisect_left(rest, t.cursor)
+        if start >= len(rest):
+            start = 0
+        picked = (rest[start:] + rest[:start])[:PENDING_SLICE - oldest]
+        t.cursor = rest[(start + len(picked)) % len(rest)]
+        self._reread_rowids(t, rowids[:oldest] + picked, by_id)
 
     def _reread_ids(self, t: _Table, ids: Iterable[str], by_id: dict[str, TaskRecord]) -> None:
         rowid_of = t.pending_rowid

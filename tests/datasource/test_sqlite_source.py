@@ -332,6 +332,20 @@ def test_pending_rotation_reaches_every_pending_row(hubdb, monkeypatch):
     src.close()
 
 
+def test_oldest_pending_rows_are_reread_first(hubdb, monkeypatch):
+    monkeypatch.setattr(sqlite_mod, "PENDING_SLICE", 2)
+    db, path = hubdb
+    src = SQLiteSource(path)
+    first = load(src)
+    pend = [m for m, r in sorted(first.items(), key=lambda kv: kv[1].submitted) if r.state is State.PENDING]
+    assert len(pend) > 4
+    db.update_record(pend[0], {"completed": fx.START + timedelta(hours=2), "result_content": {"status": "ok"}})
+    db._db.commit()
+    (d,) = deltas(src)
+    assert [r.msg_id for r in d.upserts] == [pend[0]] and d.upserts[0].state is State.SUCCEEDED
+    src.close()
+
+
 def test_replaced_file_reloads(hubdb, tmp_path):
     db, path = hubdb
     src = SQLiteSource(path)
