@@ -6,9 +6,15 @@ returns the msg_ids by kind so tests can assert exact states, counts, outputs an
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+_TESTS = Path(__file__).resolve().parent
+# Engines unpickle the workload's functions by module name: LocalCluster(env=ENGINE_ENV) lets them
+# import `cluster_workload` (and `tests.cluster_workload`).
+ENGINE_ENV = {"PYTHONPATH": os.pathsep.join([str(_TESTS), str(_TESTS.parent), os.environ.get("PYTHONPATH", "")])}
 
 LABEL = "hubtop-labeled"
 LONG_SLEEP = 600.0  # keeps one task pending until the cluster is stopped (stop() SIGKILLs the engine)

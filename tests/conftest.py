@@ -29,9 +29,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:
 import cluster_workload  # noqa: E402
 
 ENGINES = 2
-_TESTS = Path(__file__).resolve().parent
-# Engines unpickle the workload's functions by module name: let them import `cluster_workload`.
-ENGINE_ENV = {"PYTHONPATH": os.pathsep.join([str(_TESTS), str(_TESTS.parent), os.environ.get("PYTHONPATH", "")])}
+ENGINE_ENV = cluster_workload.ENGINE_ENV
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import cluster_workload
-from conftest import ENGINE_ENV
+from cluster_workload import ENGINE_ENV
 from datasource.cluster import ClusterError, LocalCluster, _descendants, _proc_stat
 
 pytestmark = pytest.mark.cluster

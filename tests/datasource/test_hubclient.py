@@ -185,3 +185,19 @@ def test_dead_hub_times_out_and_recovers_socket():
             client.history()
         assert time.monotonic() - start < 1.0
     client.close()
+
+
+def test_curve_hub(fresh_cluster):
+    from cluster_workload import ENGINE_ENV
+
+    cluster = fresh_cluster("sqlite", n=1, env={**ENGINE_ENV, "IPP_ENABLE_CURVE": "1"})
+    conn = cluster.connection_info()
+    assert conn.curve_serverkey and conn.key == b""
+    with HubClient(conn, timeout=3.0) as client:
+        assert len(client.connection_request()) == 1
+        assert client.backend == "sqlite"
+    # without the CURVE options the connection never completes: a timeout, not garbage
+    plain = ConnectionInfo.from_dict({**json.loads(cluster.connection_file.read_text()), "curve_serverkey": None})
+    with HubClient(plain, timeout=0.5) as client:
+        with pytest.raises(SourceUnavailable):
+            client.connection_request()
