@@ -11,8 +11,8 @@ Incremental sync (cost grows with the changes, plus a few indexed queries):
 * new documents: `_id > last seen _id` (ObjectIds come from the Hub's pymongo, monotonic per process);
 * deletions and out-of-order inserts: `estimated_document_count()` against the ids known; on a mismatch
   one `{msg_id: 1}` scan tells which ids vanished (`Delta.removed` + a warning) or appeared;
-* changed documents: pending ids re-read by `{"msg_id": {"$in": chunk}}`, in rotating slices of
-  `PENDING_SLICE` without a Hub; with a paired Hub its in-flight ids plus the ids that just left that set;
+* changed documents: pending ids re-read by `{"msg_id": {"$in": chunk}}`, PENDING_SLICE per sync without
+  a Hub (the oldest half by `submitted`, and a slice of the others that rotates); with a paired Hub its in-flight ids plus the ids that just left that set;
 * `resubmitted` set on originals: `{"resubmitted": {"$in": new copies}}` when a Hub-made copy appears,
   plus `{"resubmitted": {"$ne": None}}` every `SLOW_EVERY` syncs.
 `find(query)` runs a Mongo query for the query language, after checking every `$operator` against
@@ -21,9 +21,11 @@ Incremental sync (cost grows with the changes, plus a few indexed queries):
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping
 
 from ..model import TaskDetail, TaskRecord, normalize_detail, normalize_record
@@ -427,13 +429,20 @@ class MongoSource:
                 self._reread(appeared, by_id, known_only=False)
 
     def _pending_slice(self) -> list[str]:
-        if not self._pending:
-            return []
-        ids = sorted(self._pending)
-        start = next((i for i, m in enumerate(ids) if m >= self._cursor), 0)
-        picked = (ids[start:] + ids[:start])[:PENDING_SLICE]
-        self._cursor = ids[(start + len(picked)) % len(ids)] if len(picked) < len(ids) else ""
-        return picked
+        """PENDING_SLICE pending ids: the oldest half by `submitted` (tasks finish roughly in submission
+        order) and a slice of the others that rotates by msg_id (every pending id is re-read in turn)."""
+        if len(self._pending) <= PENDING_SLICE:
+            return list(self._pending)
+        far = datetime.max.replace(tzinfo=timezone.utc)
+        by_age = sorted(self._pending.values(), key=lambda r: r.submitted or far)
+        oldest = [r.msg_id for r in by_age[:PENDING_SLICE // 2]]
+        rest = sorted(r.msg_id for r in by_age[PENDING_SLICE // 2:])
+        start = bisect.bisect_left(rest, self._cursor)
+        if start >= len(rest):
+            start = 0
+        picked = (rest[start:] + rest[:start])[:PENDING_SLICE - len(oldest)]
+        self._cursor = rest[(start + len(picked)) % len(rest)]
+        return oldest + picked
 
     def _reread(self, ids: list[str], by_id: dict[str, TaskRecord], known_only: bool = True) -> None:
         ids = [m for m in dict.fromkeys(ids) if m not in by_id and (m in self._ids or not known_only)]

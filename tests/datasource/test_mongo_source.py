@@ -124,6 +124,21 @@ def test_incremental(src, mongodb):
     assert d.warnings == ["2 records disappeared since the last poll"]
 
 
+def test_pending_slices_reach_every_pending_document(src, mongodb, monkeypatch):
+    monkeypatch.setattr(mongo_mod, "PENDING_SLICE", 3)
+    db, _ = mongodb
+    first = load(src)
+    pend = [m for m, r in first.items() if r.state is State.PENDING]
+    assert len(pend) > 6
+    for m in pend:
+        db.update_record(m, {"completed": fx.START + timedelta(hours=4), "result_content": {"status": "aborted"}})
+    seen = {}
+    for _ in range(len(pend)):
+        for d in src.sync():
+            seen.update({r.msg_id: r for r in d.upserts})
+    assert set(pend) <= set(seen) and all(seen[m].state is State.ABORTED for m in pend)
+
+
 def test_find_pushdown_and_operator_allowlist(src):
     recs = load(src)
     failed = src.find({"result_content.status": "error", "result_content.ename": {"$in": ["ValueError"]}})
