@@ -122,7 +122,52 @@ CREATE INDEX tasks_engine ON tasks (engine_uuid, state);
 CREATE INDEX tasks_completed ON tasks (completed);
 CREATE INDEX tasks_resubmitted ON tasks (resubmitted) WHERE resubmitted IS NOT NULL;
 CREATE INDEX tasks_signature ON tasks (signature) WHERE signature IS NOT NULL;
+
+-- Tasks per (engine, state), kept by triggers: unfiltered pane counts, per-engine counts and pane row counts
+-- are read from a few hundred rows instead of a scan (0.15-0.3 s per poll at 1M tasks). '' = no engine.
+CREATE TABLE agg (
+    engine TEXT NOT NULL,
+    state TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    resub INTEGER NOT NULL,
+    PRIMARY KEY (engine, state)
+) WITHOUT ROWID;
+CREATE TRIGGER agg_insert AFTER INSERT ON tasks BEGIN
+    INSERT INTO agg VALUES (coalesce(new.engine_uuid, ''), new.state, 1, new.resubmitted IS NOT NULL)
+    ON CONFLICT (engine, state) DO UPDATE SET n = n + 1, resub = resub + excluded.resub;
+END;
+CREATE TRIGGER agg_delete AFTER DELETE ON tasks BEGIN
+    UPDATE agg SET n = n - 1, resub = resub - (old.resubmitted IS NOT NULL)
+    WHERE engine = coalesce(old.engine_uuid, '') AND state = old.state;
+END;
+CREATE TRIGGER agg_update AFTER UPDATE OF state, engine_uuid, resubmitted ON tasks
+WHEN old.state IS NOT new.state OR old.engine_uuid IS NOT new.engine_uuid
+     OR (old.resubmitted IS NULL) != (new.resubmitted IS NULL) BEGIN
+    UPDATE agg SET n = n - 1, resub = resub - (old.resubmitted IS NOT NULL)
+    WHERE engine = coalesce(old.engine_uuid, '') AND state = old.state;
+    INSERT INTO agg VALUES (coalesce(new.engine_uuid, ''), new.state, 1, new.resubmitted IS NOT NULL)
+    ON CONFLICT (engine, state) DO UPDATE SET n = n + 1, resub = resub + excluded.resub;
+END;
 """
+
+# Filters the aggregate answers: no filter, and each pane alone (as given, or as combine() wraps it).
+_AGG_WHERE: dict[tuple[str, tuple], str] = {("1", ()): "1", ("", ()): "1"}
+for _pane, (_sql, _params) in PANES.items():
+    _agg_sql = "resub" if _pane == "resubmitted" else _sql
+    _AGG_WHERE[(_sql, tuple(_params))] = _agg_sql
+    _AGG_WHERE[(f"({_sql})", tuple(_params))] = _agg_sql
+
+
+def _agg_filter(where: "Filter | None") -> tuple[str, tuple] | None:
+    """(SQL over `agg`, params) for a filter the aggregate can count, else None."""
+    if where is None:
+        return ("1", ())
+    key = (where[0], tuple(where[1]))
+    sql = _AGG_WHERE.get(key)
+    if sql is None:
+        return None
+    return (sql, key[1] if sql != "resub" else ())
+
 
 _UPSERT = (
     f"INSERT INTO tasks ({_SELECT}, signature, gen) VALUES ({', '.join('?' * (len(_COLUMNS) + 2))}) "
@@ -356,18 +401,27 @@ class TaskStore:
 
     @property
     def total(self) -> int:
-        return self._query("SELECT count(*) FROM tasks")[0][0]
+        return self._query("SELECT coalesce(sum(n), 0) FROM agg")[0][0]
 
     def count(self, where: Filter | None = None) -> int:
+        agg = _agg_filter(where)
+        if agg is not None:
+            sql, params = agg
+            column = "resub" if sql == "resub" else "n"
+            where_sql = "1" if sql == "resub" else sql
+            return self._query(f"SELECT coalesce(sum({column}), 0) FROM agg WHERE {where_sql}", params)[0][0]
         sql, params = combine(where)
         return self._query(f"SELECT count(*) FROM tasks WHERE {sql}", params)[0][0]
 
     def counts(self, where: Filter | None = None) -> dict[str, int]:
         """Tasks per pane (pending includes queued and running; resubmitted counts originals)."""
         sql, params = combine(where)
-        rows = self._query(
-            f"SELECT state, count(*), count(resubmitted) FROM tasks WHERE {sql} GROUP BY state", params
-        )
+        if sql == "1":
+            rows = self._query("SELECT state, sum(n), sum(resub) FROM agg GROUP BY state HAVING sum(n) > 0")
+        else:
+            rows = self._query(
+                f"SELECT state, count(*), count(resubmitted) FROM tasks WHERE {sql} GROUP BY state", params
+            )
         out = {pane: 0 for pane in PANES}
         for state, n, resubmitted in rows:
             out[state] = out.get(state, 0) + n
@@ -381,6 +435,10 @@ class TaskStore:
         """Per engine uuid (None: no engine): tasks per state, under an optional filter."""
         sql, params = combine(where)
         out: dict[str | None, dict[str, int]] = {}
+        if sql == "1":
+            for engine, state, n in self._query("SELECT engine, state, n FROM agg WHERE n > 0"):
+                out.setdefault(engine or None, {})[state] = n
+            return out
         for uuid, state, n in self._query(
             f"SELECT engine_uuid, state, count(*) FROM tasks WHERE {sql} GROUP BY engine_uuid, state", params
         ):
