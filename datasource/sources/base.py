@@ -75,6 +75,7 @@ class Delta:
     loading: bool = False  # more deltas of the same load follow
     warnings: list[str] = field(default_factory=list)  # events of this poll ("3 records vanished")
     running: set[str] | None = None  # msg_ids known running right now (IOPub), when knows_running
+    counts: dict[str, int] | None = None  # a (re)load's tasks per pane, known before its rows (SQL aggregate)
 
 
 @runtime_checkable
