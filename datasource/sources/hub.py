@@ -230,6 +230,10 @@ class HubSource:
         try:
             engines, queue = self._engines_and_queue()
         except SourceUnavailable:
+            if self._path is not None and not self._path.exists():
+                raise SourceUnavailable(
+                    f"the Hub stopped: its connection file {self._path} was removed"
+                ) from None
             if not self._reconnect_if_restarted():
                 raise
             warnings.append(f"the Hub restarted (new connection file): reconnected to {self.client.url}")

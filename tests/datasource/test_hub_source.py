@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections import Counter
 
@@ -286,4 +287,18 @@ def test_running_from_iopub(fresh_cluster):
         assert [states[m] for m in ids] == [State.SUCCEEDED, State.SUCCEEDED]
     finally:
         rc.close()
+        source.close()
+
+
+def test_clean_hub_shutdown_is_named(fresh_cluster):
+    cluster = fresh_cluster("dictdb", n=1)
+    source = HubSource(cluster.connection_file, timeout=0.5)
+    source.open()
+    try:
+        list(source.sync())
+        cluster.kill_controller(signal.SIGTERM)  # a clean exit removes the connection file
+        assert not cluster.connection_file.exists()
+        with pytest.raises(SourceUnavailable, match="the Hub stopped: its connection file .* was removed"):
+            list(source.sync())
+    finally:
         source.close()
