@@ -321,15 +321,25 @@ class HubtopApp(App[None]):
         self.source = source
         self.poller = Poller(source, self.store, clock=self.clock)
         self._caps = _caps_of(source)
-        if panes_for(self._caps.knows_running) != self.panes:
-            self.panes = panes_for(self._caps.knows_running)
-            self.current_pane = self.panes[0]
-            main = self.screen_main()
-            old = main.query_one(PaneTabs)
-            new = PaneTabs(self.panes, id="panes")
-            old.remove()
-            main.query_one("#main-column").mount(new, before=0)
+        self._sync_panes()
         self._started()
+
+    def _sync_panes(self) -> None:
+        """Queued + Running tabs instead of Pending once the source says it can tell them apart (or back)."""
+        wanted = panes_for(self._caps.knows_running)
+        if wanted == self.panes or not self._main_ready():
+            return
+        self.panes = wanted
+        if self.current_pane not in wanted:
+            self.current_pane = "queued" if self.current_pane == "pending" else "pending" if self.current_pane in ("queued", "running") else wanted[0]
+        tabs = self._tabs()
+        tabs.set_panes(self.panes)
+
+        def after() -> None:
+            tabs.active = f"pane-{self.current_pane}"
+            self._apply_view()
+
+        self.call_after_refresh(after)
 
     def _started(self) -> None:
         self._update_header()
@@ -383,6 +393,7 @@ class HubtopApp(App[None]):
     def _after_poll(self, outcome: PollOutcome) -> None:
         self.polls += 1
         self._caps = _caps_of(self.source)
+        self._sync_panes()
         if outcome.event:
             lost = outcome.event.startswith(("connection lost", "cannot connect", "internal error"))
             self._toast(outcome.event, severity="error" if lost else "information", title=self.source.name if self.source else "")

@@ -84,7 +84,7 @@ def short_id(msg_id: str, width: int = 16) -> str:
         return msg_id
     head, sep, tail = msg_id.partition("_")
     if sep and len(tail) + 2 <= width:
-        keep = min(8, width - len(tail) - 2)
+        keep = min(8, width - len(tail) - 1)
         return f"{head[:keep]}…{tail}"
     return "…" + msg_id[-(width - 1):]
 

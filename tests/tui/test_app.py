@@ -423,3 +423,71 @@ async def test_100k_rows_first_paint_and_paging_stay_small(make_test_app, n: int
         assert app.cursor_id() == make_record(0).msg_id  # oldest task last
         await pilot.press("home")
         assert t.cursor_row == 0 and app.cursor_id() == make_record(n - 1).msg_id
+
+
+async def test_panes_split_into_queued_and_running_when_the_source_learns_it(make_test_app) -> None:
+    from datasource.sources.base import Capabilities
+
+    source = FakeSource(100)
+    app, _ = make_test_app(source=source)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        assert app.panes[0] == "pending"
+        source._caps = Capabilities(kind="hub", backend="sqlite", knows_running=True, has_engines=True)
+        for rec in [r for r in source.records.values() if r.state is State.PENDING][:4]:
+            source.records[rec.msg_id] = replace(rec, state=State.RUNNING)
+        await started(app, pilot)
+        await pilot.pause()
+        assert app.panes[:2] == ["queued", "running"]
+        assert app.current_pane == "queued"
+        assert tab_label(app, "running") == "2 Running 4"
+        await pilot.press("2")
+        await pilot.pause()
+        assert app.current_pane == "running"
+        assert {r.state for r in table(app).visible_records()} == {State.RUNNING}
+
+
+@pytest.mark.cluster
+async def test_real_cluster_counts_and_engine_filter(cluster_sqlite) -> None:
+    """The app over a real HubSource: pane counts are the store's, the workload's failures are there,
+    and selecting an engine filters the table and the counts."""
+    from datasource.sources.open import open_source
+
+    from tui.app import make_app
+
+    workload = cluster_sqlite.workload
+    source = open_source(str(cluster_sqlite.connection_file))
+    app = make_app(source, autopoll=False, poll_interval=60)
+    async with app.run_test(size=SIZE) as pilot:
+        # tasks.db is committed by the Hub every 2 s: poll until the workload is in (or 60 s)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            outcome = await app.poll_once()
+            if outcome.status.state == "connected" and app.store.total >= len(workload.all):
+                break
+            await pilot.pause(0.5)
+        await pilot.pause()
+        assert status(app).startswith("● connected"), status(app)
+        counts = app.store.counts()
+        assert counts["all"] >= len(workload.all)
+        assert counts["failed"] >= len(workload.failed)
+        for i, pane in enumerate(app.panes):
+            assert tab_label(app, pane).endswith(f" {counts[pane]:,}"), (pane, tab_label(app, pane), counts)
+        assert app.store.get(workload.value_errors[0]).ename == "ValueError"
+        await pilot.press(str(app.panes.index("failed") + 1))
+        await pilot.pause()
+        assert {r.msg_id for r in table(app).visible_records()} >= set(workload.failed)
+        # engine filter: the first engine
+        engines = app.screen_main().query_one(EngineList)
+        assert sum(1 for r in engines.rows if r.alive) == 2
+        await pilot.press("e", "space", "e", str(app.panes.index("all") + 1))
+        await pilot.pause()
+        uuid = engines.rows[0].uuid
+        rows = table(app).visible_records()
+        assert rows and all(r.engine_uuid == uuid for r in rows)
+        expected = app.store.counts(("engine_uuid = ?", (uuid,)))
+        assert tab_label(app, "all").endswith(f" {expected['all']:,}")
+        assert expected["all"] < counts["all"]
+        direct = app.store.get(workload.direct[0])
+        if direct.engine_uuid == uuid:
+            assert direct.msg_id in {r.msg_id for r in rows}

@@ -34,9 +34,9 @@ class PaneTabs(Tabs, can_focus=False):
     PaneTabs Tab.-failures.-active { color: $error; text-style: bold; }
     """
 
-    def __init__(self, panes: list[str], *, id: str | None = None) -> None:
+    def __init__(self, panes: list[str], *, active: str | None = None, id: str | None = None) -> None:
         tabs = [Tab(self.label_for(i, pane, None), id=f"pane-{pane}") for i, pane in enumerate(panes)]
-        super().__init__(*tabs, id=id)
+        super().__init__(*tabs, active=f"pane-{active}" if active else None, id=id)
         self.panes = panes
         self._labels: dict[str, str] = {}
 
@@ -44,6 +44,23 @@ class PaneTabs(Tabs, can_focus=False):
     def label_for(index: int, pane: str, count: int | None) -> str:
         text = f"{index + 1} {PANE_TITLES[pane]}"
         return text if count is None else f"{text} {fmt.thousands(count)}"
+
+    def set_panes(self, panes: list[str]) -> None:
+        """Switch the tab set in place (Pending <-> Queued + Running), keeping the other tabs."""
+        old = self.panes
+        first_kept = next((p for p in old if p in panes), None)
+        for pane in panes:
+            if pane not in old:
+                tab = Tab(self.label_for(panes.index(pane), pane, None), id=f"pane-{pane}")
+                if first_kept is not None:
+                    self.add_tab(tab, before=f"pane-{first_kept}")
+                else:
+                    self.add_tab(tab)
+        for pane in old:
+            if pane not in panes:
+                self.remove_tab(f"pane-{pane}")
+        self.panes = list(panes)
+        self._labels.clear()
 
     def set_counts(self, counts: dict[str, int]) -> None:
         for i, pane in enumerate(self.panes):

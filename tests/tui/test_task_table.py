@@ -1,0 +1,166 @@
+"""The line-API task table on its own (a tiny app over a real TaskStore), and the cell formatting."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from fakes import T0, FakeSource, make_record
+
+from datasource.sources.base import Delta
+from datasource.store import TaskStore, pane_filter
+from textual.app import App, ComposeResult
+from tui import format as fmt
+from tui.messages import SortRequested, TaskChosen
+from tui.widgets.task_table import TaskTable
+
+NOW = T0 + timedelta(hours=1)
+
+
+def loaded_store(n: int) -> tuple[TaskStore, FakeSource]:
+    store, source = TaskStore(), FakeSource(n, chunk=50_000)
+    for delta in source.sync():
+        store.apply(delta)
+    return store, source
+
+
+class TableApp(App[None]):
+    def __init__(self, store: TaskStore) -> None:
+        super().__init__()
+        self.store = store
+        self.messages: list[object] = []
+
+    def compose(self) -> ComposeResult:
+        yield TaskTable(self.store, now=lambda: NOW, id="t")
+
+    def on_mount(self) -> None:
+        table = self.query_one(TaskTable)
+        table.set_view(None, cursor_id=None)
+        table.focus()
+
+    def on_sort_requested(self, message: SortRequested) -> None:
+        self.messages.append(message)
+
+    def on_task_chosen(self, message: TaskChosen) -> None:
+        self.messages.append(message)
+
+
+def line_text(table: TaskTable, y: int) -> str:
+    table._base_style = table.rich_style
+    return table.render_line(y).text
+
+
+async def test_header_and_rows_render_humanized_cells() -> None:
+    store, source = loaded_store(50)
+    app = TableApp(store)
+    async with app.run_test(size=(120, 20)) as pilot:
+        await pilot.pause()
+        table = app.query_one(TaskTable)
+        header = line_text(table, 0)
+        for title in ("task", "state", "engine", "label", "submitted ▼", "duration", "error"):
+            assert title in header
+        newest = make_record(49)  # failed? no: 49 % 20 == 9 -> succeeded
+        first = line_text(table, 1)
+        assert fmt.short_id(newest.msg_id, 18) in first
+        assert "succeeded" in first and "59 min ago" in first and fmt.duration(newest.duration) in first
+        failed = next(r for r in store.page(pane_filter("failed"), limit=1))
+        table.set_view(pane_filter("failed"), cursor_id=None)
+        await pilot.pause()
+        assert f"{failed.ename}: {failed.evalue}" in line_text(table, 1)
+
+
+async def test_rows_added_above_keep_cursor_and_screen_line() -> None:
+    store, source = loaded_store(300)
+    app = TableApp(store)
+    async with app.run_test(size=(120, 20)) as pilot:
+        await pilot.pause()
+        table = app.query_one(TaskTable)
+        await pilot.press("pagedown", "down", "down")
+        cursor, row, line = table.cursor_id, table.cursor_row, table.cursor_row - int(table.scroll_y)
+        store.apply(Delta(upserts=[make_record(i) for i in range(300, 340)]))
+        assert table.reload()
+        assert table.cursor_id == cursor and table.cursor_row == row + 40
+        assert table.cursor_row - int(table.scroll_y) == line
+        assert not table.reload()  # same store version: nothing re-read
+
+
+async def test_header_click_asks_to_sort_and_click_on_cursor_row_opens_it() -> None:
+    store, _ = loaded_store(30)
+    app = TableApp(store)
+    async with app.run_test(size=(120, 20)) as pilot:
+        await pilot.pause()
+        table = app.query_one(TaskTable)
+        await pilot.click(TaskTable, offset=(2 + 18 + 1 + 2, 0))  # the "state" header
+        await pilot.pause()
+        assert [m.column for m in app.messages if isinstance(m, SortRequested)] == ["state"]
+        await pilot.click(TaskTable, offset=(5, 3))  # third row: moves the cursor
+        await pilot.pause()
+        assert table.cursor_row == 2
+        await pilot.click(TaskTable, offset=(5, 3))  # again: opens it
+        await pilot.pause()
+        assert [m.msg_id for m in app.messages if isinstance(m, TaskChosen)] == [table.cursor_id]
+
+
+async def test_marks_are_msg_ids_and_survive_sorting() -> None:
+    store, _ = loaded_store(60)
+    app = TableApp(store)
+    async with app.run_test(size=(120, 20)) as pilot:
+        await pilot.pause()
+        table = app.query_one(TaskTable)
+        await pilot.press("space", "space")
+        marked = set(table.marks)
+        assert len(marked) == 2 and table.cursor_row == 2
+        assert line_text(table, 1).startswith("● ")
+        table.set_view(None, sort="label", descending=False)
+        await pilot.pause()
+        assert table.marks == marked
+
+
+async def test_100k_rows_hold_only_a_window_of_records() -> None:
+    store, _ = loaded_store(100_000)
+    app = TableApp(store)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        table = app.query_one(TaskTable)
+        assert table.row_count == 100_000
+        assert table.virtual_size.height == 100_001
+        page = table._page_height()
+        start = time.perf_counter()
+        for _ in range(50):
+            await pilot.press("pagedown")
+        await pilot.press("end")
+        await pilot.pause()
+        assert time.perf_counter() - start < 10
+        assert table.cursor_row == 99_999
+        assert len(table._window) <= 5 * (page + 1)
+        assert table.fetches < 30
+        for sort in ("duration", "label", "engine_id", "msg_id", "state"):
+            table.set_view(None, sort=sort, descending=True)
+            await pilot.press("end")
+            await pilot.pause()
+            assert table.cursor_row == 99_999
+
+
+@pytest.mark.parametrize(
+    "seconds, text",
+    [(0.0123, "12 ms"), (3.456, "3.46 s"), (42.0, "42.0 s"), (75, "1 min 15 s"), (7300, "2 h 1 min"), (None, "")],
+)
+def test_duration(seconds, text) -> None:
+    assert fmt.duration(seconds) == text
+
+
+def test_ago_thousands_size_short_id() -> None:
+    now = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+    assert fmt.ago(now - timedelta(seconds=0.5), now) == "just now"
+    assert fmt.ago(now - timedelta(seconds=42), now) == "42 s ago"
+    assert fmt.ago(now - timedelta(minutes=3, seconds=5), now) == "3 min ago"
+    assert fmt.ago(now - timedelta(hours=5), now) == "5 h ago"
+    assert fmt.ago(now - timedelta(days=2), now) == "2 d ago"
+    assert fmt.ago(now + timedelta(minutes=3), now) == "in 3 min"
+    assert fmt.thousands(1234567) == "1,234,567"
+    assert fmt.size(1536) == "1.5 KiB" and fmt.size(12) == "12 B"
+    assert fmt.short_id("5deda029-43d49071a4a325876b0699f2_20037_0", 16) == "5deda029…20037_0"
+    assert fmt.short_id("short_1_2", 16) == "short_1_2"
+    assert fmt.error_text("ValueError", "bad\nvalue") == "ValueError: bad"
+    assert fmt.age_seconds(0.42) == "0.4 s" and fmt.age_seconds(130) == "2 min"
