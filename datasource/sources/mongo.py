@@ -158,7 +158,6 @@ class MongoSource:
             purge_reason="" if can_purge else PURGE_REASON.replace("a tasks.db", "a database"),
             purge_via_hub=hub,
             read_only=not hub and not self.allow_writes,
-            warnings=("MongoDB keeps dates to the millisecond",),
         )
 
     def open(self) -> None:
