@@ -199,6 +199,32 @@ async def test_lineage_jump_to_original_and_latest():
         assert screen.detail.resubmitted_from == first
 
 
+async def test_detail_follows_the_task_and_says_when_it_is_gone():
+    source = FakeSource(40)
+    pending = sorted(m for m, r in source.records.items() if r.state.value == "pending")[0]
+    source.records[pending].stdout_size = 1000  # the fake's detail then has 100 lines of stdout
+    app = make(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        screen = await open_detail(pilot, app, pending)
+        assert screen.detail.record.state.value == "pending"
+        screen.view.scroll_to(y=5, animate=False, immediate=True)
+        await pilot.pause()
+        assert screen.view.scroll_offset.y == 5
+        rec = source.records[pending]
+        source.records[pending] = type(rec)(**{**{f: getattr(rec, f) for f in rec.__slots__},
+                                               "state": rec.state.__class__("succeeded"),
+                                               "started": T0, "completed": T0 + timedelta(seconds=2)})
+        await app.poll_once()
+        await wait_for(pilot, lambda: screen.detail is not None and screen.detail.record.state.value == "succeeded",
+                       timeout=5, what="the detail reloaded")
+        assert screen.view.scroll_offset.y == 5  # the reader stays where they were
+        del source.records[pending]
+        await app.poll_once()
+        status = screen.query_one("#detail-status")
+        await wait_for(pilot, lambda: "no longer in the source" in str(status.render()), timeout=5)
+
+
 async def test_search_highlights_and_n_moves():
     source = FakeSource(40)
     msg_id = fake_failed(source)[0]

@@ -26,7 +26,7 @@ from textual.widgets.option_list import Option
 
 from datasource.model import State
 
-from datasource.store import PANES, combine, pane_filter
+from datasource.store import PANES, Filter, combine, pane_filter
 
 from ..format import short_id
 
@@ -50,15 +50,28 @@ _ID_PREVIEW = 8  # ids listed in the preview
 
 @dataclass
 class Scope:
-    """One answer to "which tasks?". `ids is None` means "ask which engine" (purge by engine)."""
+    """One answer to "which tasks?": a list of ids, or a store filter whose ids are read (in a thread) only
+    once chosen — counting is cheap at a million rows, listing is not. Neither: ask which engine."""
 
-    key: str  # cursor | marked | filter | engine | task | group
+    key: str  # cursor | marked | pane | filter | engine | task | group
     label: str
-    ids: list[str] | None
+    ids: list[str] | None = None
+    where: Filter | None = None
+    count: int = 0  # tasks under `where`
 
     @property
     def size(self) -> int:
-        return len(self.ids) if self.ids is not None else 0
+        return len(self.ids) if self.ids is not None else self.count
+
+    @property
+    def asks_engine(self) -> bool:
+        return self.ids is None and self.where is None
+
+    def resolve(self, store: Any) -> list[str]:
+        """The ids (blocking for a filter: call it in a thread)."""
+        if self.ids is not None:
+            return list(self.ids)
+        return store.ids(self.where) if self.where is not None else []
 
 
 def _short(msg_id: str) -> str:
@@ -98,19 +111,20 @@ def default_scopes(app: Any, action: str) -> list[Scope]:
     pane = getattr(app, "current_pane", "all") or "all"
     purge = action == "purge"
     what = "completed task" if purge else "task"
-    pane_ids: list[str] = []
+    n_pane = 0
     if pane != "all" and pane in PANES:
-        pane_where = combine(pane_filter(pane), where)
-        pane_ids = actions.completed_ids(store, pane_where) if purge else actions.ids_matching(store, pane_where)
-        if pane_ids:
-            scopes.append(Scope("pane", f"the {_plural(len(pane_ids), what)} of the {pane.capitalize()} pane"
-                                        + (f" matching {query}" if query else ""), pane_ids))
-    ids = actions.completed_ids(store, where) if purge else actions.ids_matching(store, where)
-    if ids and len(ids) != len(pane_ids):
-        label = f"{_plural(len(ids), what)} matching {query}" if query else f"all {_plural(len(ids), what)}"
-        scopes.append(Scope("filter", label + (" (every pane)" if pane != "all" else ""), ids))
+        pane_where = combine(pane_filter(pane), where, DONE_FILTER if purge else None)
+        n_pane = store.count(pane_where)
+        if n_pane:
+            scopes.append(Scope("pane", f"the {_plural(n_pane, what)} of the {pane.capitalize()} pane"
+                                        + (f" matching {query}" if query else ""), where=pane_where, count=n_pane))
+    every = combine(where, DONE_FILTER if purge else None)
+    n_every = store.count(every)
+    if n_every and n_every != n_pane:
+        label = f"{_plural(n_every, what)} matching {query}" if query else f"all {_plural(n_every, what)}"
+        scopes.append(Scope("filter", label + (" (every pane)" if pane != "all" else ""), where=every, count=n_every))
     if purge and _engine_done_counts(store):
-        scopes.append(Scope("engine", "one engine's completed tasks…", None))
+        scopes.append(Scope("engine", "one engine's completed tasks…"))
     return scopes
 
 
@@ -307,7 +321,7 @@ def start_action(app: App, action: str, *, scopes: Sequence[Scope] | None = None
     if reason:
         app.notify(reason, title=action.capitalize(), severity="error", timeout=6)
         return
-    chosen = [s for s in (scopes if scopes is not None else default_scopes(app, action)) if s.ids is None or s.ids]
+    chosen = [s for s in (scopes if scopes is not None else default_scopes(app, action)) if s.asks_engine or s.size]
     if not chosen:
         app.notify(f"nothing to {action}: no row under the cursor, no marks, no matching rows",
                    title=action.capitalize(), severity="warning")
@@ -319,13 +333,13 @@ def start_action(app: App, action: str, *, scopes: Sequence[Scope] | None = None
 async def _flow(app: App, action: str, scopes: list[Scope]) -> None:
     from datasource import actions
 
-    if len(scopes) == 1 and scopes[0].ids is not None:
+    if len(scopes) == 1 and not scopes[0].asks_engine:
         scope: Scope | None = scopes[0]
     else:
         scope = await app.push_screen_wait(ScopeScreen(action, scopes))
     if scope is None:
         return
-    if scope.ids is None:  # one engine's completed tasks
+    if scope.asks_engine:  # one engine's completed tasks
         counts = _engine_done_counts(app.store)
         engines = {e.uuid: e for e in app.store.engines()}
         rows = []
@@ -340,7 +354,7 @@ async def _flow(app: App, action: str, scopes: list[Scope]) -> None:
         ids = await asyncio.to_thread(actions.engine_completed_ids, app.store, uuid)
         e = engines.get(uuid)
         scope = Scope("engine", actions.scope_engine(len(ids), "?" if e is None or e.id is None else str(e.id)), ids)
-    ids = list(scope.ids or [])
+    ids = await asyncio.to_thread(scope.resolve, app.store)
     try:
         preview = await asyncio.to_thread(
             actions.preview, action, ids, app.store, app.caps, scope=scope.label, read_only=app.read_only

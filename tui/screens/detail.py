@@ -484,6 +484,8 @@ class DetailScreen(Screen[None]):
         self.show_all = False
         self.loading_detail = False
         self.error: str | None = None
+        self._seen_version = -1
+        self._shown: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(Text(self.msg_id), id="detail-title")
@@ -496,6 +498,25 @@ class DetailScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.load()
+        self.set_interval(1.0, self._follow_store, name="detail-follow")
+
+    def _follow_store(self) -> None:
+        """Reload when the task moves on (completes, is resubmitted); say so when it is gone (purged)."""
+        if self.detail is None or self.loading_detail or self.app.screen is not self:
+            return
+        store = self.app.store
+        if store.version == self._seen_version:
+            return
+        self._seen_version = store.version
+        rec = store.get(self.msg_id)
+        if rec is None:
+            self._status("this task is no longer in the source (purged or culled); escape: back")
+            return
+        old = self.detail.record
+        # pending vs queued/running may differ between the store and a detail fetch: compare done-ness only
+        if (rec.state.is_done, rec.resubmitted) != (old.state.is_done, old.resubmitted):
+            self.detail = None
+            self.load()
 
     # -- loading --
 
@@ -543,7 +564,12 @@ class DetailScreen(Screen[None]):
                          f"/{len(event.chain)}", style="cyan")
         self.query_one("#detail-title", Static).update(title)
         view = self.view
+        same_task = bool(view.document.lines) and self._shown == event.msg_id
+        keep = view.scroll_offset
         view.set_document(event.document)
+        if same_task:  # a reload (show all, the task moved on): stay where the reader was
+            view.scroll_to(x=keep.x, y=keep.y, animate=False, immediate=True)
+        self._shown = event.msg_id
         view.focus()
         hidden = event.document.truncated
         if hidden:

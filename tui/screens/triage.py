@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from datasource.model import from_epoch
-from datasource.store import FailureGroup, combine
+from datasource.store import FailureGroup, combine, pane_filter
 
 from ..format import ago, error_text, short_id
 from .actions import Scope, start_action
@@ -38,18 +38,21 @@ def group_scopes(app: Any, signature: str, action: str, *, cursor: str | None = 
     """Scopes for acting on a failure group (and the highlighted task of it, when given)."""
     from datasource import actions
 
-    where = combine(app.view_filter(), app.store.signature_filter(signature))
-    all_ids = actions.failed_ids(app.store, where, latest_only=False)
+    store = app.store
+    where = combine(app.view_filter(), store.signature_filter(signature), pane_filter("failed"))
+    n_all = store.count(where)
     scopes: list[Scope] = []
     if cursor:
         scopes.append(Scope("task", f"the highlighted task ({short_id(cursor)})", [cursor]))
     if action == "resubmit":
-        fresh = actions.failed_ids(app.store, where, latest_only=True)
-        if fresh and len(fresh) != len(all_ids):
-            scopes.append(Scope("group", f"{actions.count_tasks(len(fresh))} of group {signature} "
-                                         "not resubmitted yet", fresh))
-    scopes.append(Scope("group", f"{actions.count_tasks(len(all_ids))} of group {signature}", all_ids))
-    return [s for s in scopes if s.ids]
+        fresh = combine(where, ("resubmitted IS NULL", ()))
+        n_fresh = store.count(fresh)
+        if n_fresh and n_fresh != n_all:
+            scopes.append(Scope("group", f"{actions.count_tasks(n_fresh)} of group {signature} not resubmitted yet",
+                                where=fresh, count=n_fresh))
+    if n_all:
+        scopes.append(Scope("group", f"{actions.count_tasks(n_all)} of group {signature}", where=where, count=n_all))
+    return scopes
 
 
 class TriageScreen(Screen[None]):
@@ -178,7 +181,7 @@ class GroupTasksScreen(Screen[None]):
         Binding("p", "purge", "Purge", id="group.purge"),
     ]
 
-    LIMIT = 5_000  # rows listed; the actions still take the whole group
+    LIMIT = 1_000  # rows listed (newest first); the actions still take the whole group
 
     def __init__(self, signature: str) -> None:
         super().__init__()
