@@ -229,7 +229,8 @@ class HubClient:
         try:
             content = self.request("db_request", {"query": dict(query), "keys": keys}, timeout)
         except HubError as exc:
-            if self.has_label and "label" in keys and "label" in exc.evalue and "key" in exc.evalue.lower():
+            # SQLite: KeyError "Bad record key(s): ['label']"; DictDB: KeyError 'label'
+            if self.has_label and "label" in keys and exc.ename == "KeyError" and "label" in exc.evalue:
                 self.has_label = False  # pre-9.1 schema
                 return self.db_query(query, keys, timeout)
             raise
