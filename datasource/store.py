@@ -293,6 +293,7 @@ class TaskStore:
         self.loading = False
         self.load_done = 0
         self.load_total: int | None = None
+        self._load_counts: dict[str, int] | None = None  # Delta.counts of the load under way
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -345,6 +346,8 @@ class TaskStore:
                     )
                     result.removed += cur.rowcount
                     self.removed_total += cur.rowcount
+                if delta.counts is not None:
+                    self._load_counts = dict(delta.counts)
                 if delta.reset or delta.loading:
                     self.loading = True
                     self.load_done = delta.done
@@ -355,6 +358,7 @@ class TaskStore:
                     result.removed += cur.rowcount
                     self._loading_reset = False
                     self.loading = False
+                    self._load_counts = None
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -416,6 +420,10 @@ class TaskStore:
     def counts(self, where: Filter | None = None) -> dict[str, int]:
         """Tasks per pane (pending includes queued and running; resubmitted counts originals)."""
         sql, params = combine(where)
+        announced = self._load_counts
+        if sql == "1" and announced is not None and self.loading:
+            # a load under way announced its counts: show them rather than the rows loaded so far
+            return {pane: announced.get(pane, 0) for pane in PANES}
         if sql == "1":
             rows = self._query("SELECT state, sum(n), sum(resub) FROM agg GROUP BY state HAVING sum(n) > 0")
         else:
