@@ -75,6 +75,8 @@ from .base import ActionRefused, Capabilities, Delta, NotATaskDatabase, SourceEr
 __all__ = ["SQLiteSource", "find_tables", "table_order_key", "hub_state", "learn_engine_ids"]
 
 CHUNK = 20_000  # rows per SELECT during a load: each statement stays short
+FIRST_CHUNK = 2_000  # the first SELECT of a load is small: the first page shows at once
+COUNT_SPAN = 100_000  # rowids per statement of the load's counting query (~0.1 s each)
 PENDING_SLICE = 2_000  # pending rows re-read per sync without a Hub
 ID_CHUNK = 500  # ids per `IN (...)` lookup
 SLOW_EVERY = 10  # syncs between the periodic scans (resubmitted, older tables)
@@ -672,13 +674,17 @@ class SQLiteSource:
             upper = t.max_rowid
             while upper > 0:
                 with _no_gc():
-                    rows = self._select(t, "rowid <= ? ORDER BY rowid DESC LIMIT ?", (upper, CHUNK), attempts=self.load_attempts)
+                    size = min(FIRST_CHUNK, CHUNK) if first else CHUNK
+                    rows = self._select(t, "rowid <= ? ORDER BY rowid DESC LIMIT ?", (upper, size), attempts=self.load_attempts)
                     if not rows:
                         break
                     upper = rows[-1][0] - 1
                     recs = self._records(t, rows, fresh=True)
                 done += len(recs)
                 yield Delta(upserts=recs, reset=first, loading=True, done=done, total=max(total, done))
+                if first and done < total:
+                    # the first page is shown; the pane counts come from SQL before the other rows
+                    yield Delta(loading=True, done=done, total=total, counts=self._count_panes())
                 first = False
             if t.max_rowid:
                 top = self._retry(lambda: con.execute(
@@ -690,6 +696,31 @@ class SQLiteSource:
         if self.hub is not None:
             self._hub_state(final)
         yield final
+
+    def _count_panes(self) -> dict[str, int]:
+        """Tasks per pane of every table, counted in SQL by the rules of model.normalize_record (the
+        load's final counts, before its rows are built), in rowid spans so no statement is long."""
+        con = self._connection()
+        counts = {"pending": 0, "succeeded": 0, "failed": 0, "aborted": 0, "resubmitted": 0, "all": 0}
+        for t in self._tables.values():
+            sql = (
+                "SELECT CASE WHEN completed IS NULL THEN 'pending' WHEN st = 'ok' THEN 'succeeded' "
+                "WHEN st = 'aborted' THEN 'aborted' "
+                "WHEN st = 'error' OR (json_valid(error) AND json_type(error) = 'object') "
+                "  OR (json_valid(result_content) AND coalesce(json_extract(result_content, '$.ename'), '') != '') "
+                "THEN 'failed' ELSE 'succeeded' END, count(*), count(nullif(resubmitted, '')) "
+                "FROM (SELECT completed, resubmitted, error, result_content, CASE WHEN json_valid(result_content) "
+                f"THEN json_extract(result_content, '$.status') END AS st FROM {_q(t.name)} "
+                "WHERE rowid BETWEEN ? AND ?) GROUP BY 1"
+            )
+            for low in range(0, t.max_rowid + 1, COUNT_SPAN):
+                rows = self._retry(lambda: con.execute(sql, (low, low + COUNT_SPAN - 1)).fetchall(),
+                                   self.load_attempts)
+                for pane, n, resubmitted in rows:
+                    counts[pane] += n
+                    counts["all"] += n
+                    counts["resubmitted"] += resubmitted
+        return counts
 
     # -- incremental sync --------------------------------------------------------------------------
 

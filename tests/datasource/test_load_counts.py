@@ -1,0 +1,66 @@
+"""A load's announced counts (Delta.counts, SQL aggregate) equal the counts of the rows it then delivers,
+and the store shows them while the load is under way (files written by ipyparallel's SQLiteDB)."""
+
+from __future__ import annotations
+
+from datasource.sources import sqlite as sqlite_mod
+from datasource.sources.base import Delta
+from datasource.sources.sqlite import SQLiteSource
+from datasource.store import PANES, TaskStore, combine
+
+from . import dbfixtures as fx
+
+
+def test_announced_counts_match_the_loaded_rows(tmp_path, monkeypatch):
+    path = tmp_path / "tasks.db"
+    fx.write_legacy_sqlite(path, fx.make_records(150, seed=5, client="0ld-c"))  # pre-9.1 table, no label
+    fx.write_sqlite(path, fx.make_records(700, seed=3))  # every kind: timeouts, engine errors, executes...
+    monkeypatch.setattr(sqlite_mod, "CHUNK", 100)
+    monkeypatch.setattr(sqlite_mod, "COUNT_SPAN", 64)  # several spans per table
+    src = SQLiteSource(path)
+    store = TaskStore()
+    announced = None
+    shown_while_loading = None
+    for delta in src.sync():
+        store.apply(delta)
+        if delta.counts is not None:
+            announced = delta.counts
+            assert store.loading
+            shown_while_loading = store.counts()
+    src.close()
+    assert announced is not None and not store.loading
+    final = store.counts()
+    assert {p: final[p] for p in announced} == announced
+    assert announced["all"] == 850 == store.total
+    assert shown_while_loading == final
+    # the aggregate the store keeps agrees with a scan, pane by pane
+    for pane, where in PANES.items():
+        sql, params = combine(where)
+        scanned = store._query(f"SELECT count(*) FROM tasks WHERE {sql}", params)[0][0]
+        assert store.count(where) == store.count(combine(where)) == scanned == final[pane]
+
+
+def test_store_counts_follow_changes_after_the_load():
+    store = TaskStore()
+    records = [r for d in _records(300) for r in d]
+    store.apply(Delta(upserts=records, reset=True))
+    store.apply(Delta(upserts=[r for r in records[:40]], removed=[r.msg_id for r in records[40:60]]))
+    import dataclasses
+
+    from datasource.model import State
+
+    moved = [dataclasses.replace(r, state=State.FAILED, engine_uuid=None, resubmitted="x") for r in records[60:90]]
+    store.apply(Delta(upserts=moved))
+    rows = store._query("SELECT engine_uuid, state, count(*) FROM tasks GROUP BY 1, 2")
+    expected: dict = {}
+    for uuid, state, n in rows:
+        expected.setdefault(uuid, {})[state] = n
+    assert store.engine_counts() == expected
+    assert store.total == 280
+    assert store.counts()["resubmitted"] == store._query("SELECT count(*) FROM tasks WHERE resubmitted IS NOT NULL")[0][0]
+
+
+def _records(n: int):
+    from datasource.model import normalize_record
+
+    yield [normalize_record(raw) for raw in fx.make_records(n, seed=9)]
