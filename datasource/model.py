@@ -152,6 +152,18 @@ def _as_dict(value: Any) -> dict | None:
     return None
 
 
+def _utf8(text: str) -> str:
+    """Lone surrogates (JSON "\\udce9", e.g. a surrogate-escaped file name in an evalue) cannot be encoded as
+    UTF-8: SQLite, the terminal and every export would raise on them. Replace them with '?'."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 def _as_str(value: Any) -> str | None:
     if value is None:
         return None
@@ -159,7 +171,7 @@ def _as_str(value: Any) -> str | None:
         value = value.decode("utf-8", "replace")
     if not isinstance(value, str):
         value = str(value)
-    return value or None
+    return _utf8(value) or None
 
 
 def _as_text(value: Any) -> str:
@@ -168,7 +180,7 @@ def _as_text(value: Any) -> str:
         return ""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    return value if isinstance(value, str) else str(value)
+    return _utf8(value if isinstance(value, str) else str(value))
 
 
 def is_resubmitted_copy(msg_id: str, header: Mapping | None) -> bool:
