@@ -150,6 +150,8 @@ class HubSource:
 
     def open(self) -> None:
         if self._path is not None and (self._conn is None or self._file_changed()):
+            if self._conn is not None:
+                self._reset_state()  # another Hub (new ports, maybe a new table): reload
             self._conn = load_connection_file(self._path)
         assert self._conn is not None
         self._remember_mtime()
@@ -158,8 +160,13 @@ class HubSource:
         self._client = HubClient(self._conn, timeout=self.timeout)
         self.name = self._describe()
         self._open_warnings = self._conn.permission_warnings()
-        self._live = self._client.connection_request(timeout=self.open_timeout)
-        self._backend = self._client.detect_backend(timeout=self.timeout)
+        try:
+            self._live = self._client.connection_request(timeout=self.open_timeout)
+            self._backend = self._client.detect_backend(timeout=self.timeout)
+        except SourceError:
+            self._client.close()
+            self._client = None  # the next sync() opens again
+            raise
         if self._iopub is not None:
             self._iopub.close()
             self._iopub = None
