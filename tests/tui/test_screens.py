@@ -258,6 +258,19 @@ def test_find_matches_smart_case():
     assert len(find_matches(doc, "Needle")) == 1
 
 
+def test_document_code_highlighted_and_traceback_once():
+    rec = next(r for r in FakeSource(20).records.values() if r.state.value == "failed")
+    detail = TaskDetail(record=rec, code="x = 6 * 7\nprint(x)", traceback=["\x1b[31mValueError\x1b[0m: boom"],
+                        result_content={"status": "error", "ename": "ValueError", "evalue": "boom",
+                                        "traceback": ["\x1b[31mValueError\x1b[0m: boom"]})
+    doc = build_document(detail, now=NOW)
+    code = doc.lines[doc.sections["Code"] + 1]
+    assert code.plain == "x = 6 * 7" and code.spans  # highlighted
+    plain = [line if isinstance(line, str) else line.plain for line in doc.lines]
+    assert sum("ValueError: boom" in line for line in plain) == 1  # the traceback only, not again as JSON
+    assert not any("\\u001b" in line or "traceback" in line for line in plain[doc.sections["Result content"]:])
+
+
 async def test_50mb_stdout_is_truncated_quickly_and_show_all_does_not_freeze():
     source = FakeSource(20)
     msg_id = sorted(source.records)[5]

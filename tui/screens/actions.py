@@ -259,8 +259,10 @@ class PreviewScreen(_Dialog):
             body.append(f"\n{n_send:,} to send", style="bold")
             body.append(f"  ·  {n_pending:,} pending", style="bold yellow" if n_pending else "")
             if n_pending:
-                body.append(", left out" if self.action_name == "purge" else ", they run twice", style="yellow")
-            body.append(f"  ·  engines {_engines_text(p.engines)}\n")
+                twice = ", it runs twice" if n_pending == 1 else ", they run twice"
+                body.append(", left out" if self.action_name == "purge" else twice, style="yellow")
+            n_engines = _count(p.engines)
+            body.append(f"  ·  engine{'' if n_engines == 1 else 's'} {_engines_text(p.engines)}\n")
             if self.sample:
                 body.append("\n")
                 width = max(len(rec.msg_id) for rec in self.sample)

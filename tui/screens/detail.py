@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from rich.style import Style
+from rich.syntax import Syntax
 from rich.text import Span, Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -229,6 +230,15 @@ def _add_output(doc: Document, name: str, text: str, show_all: bool) -> None:
     doc.lines.extend(tail)
 
 
+def _code_lines(code: str) -> list[Text | str]:
+    """Python source, highlighted (big inputs stay plain: highlighting is for reading, not for megabytes)."""
+    if len(code) > 100_000:
+        return list(code.splitlines())
+    text = Syntax(code, "python", theme="ansi_dark", background_color="default").highlight(code)
+    text.rstrip()
+    return list(text.split("\n"))
+
+
 def build_document(
     detail: TaskDetail,
     *,
@@ -299,7 +309,7 @@ def build_document(
     _add_output(doc, "Stderr", detail.stderr, show_all)
     if detail.code:
         doc.heading("Code")
-        doc.lines.extend(detail.code.splitlines())
+        doc.lines.extend(_code_lines(detail.code))
     result = detail.execute_result
     if result:
         doc.heading("Result")
@@ -308,8 +318,11 @@ def build_document(
             doc.lines.extend(data["text/plain"].splitlines())
         else:
             doc.lines.extend(_pretty(result))
+    content = detail.result_content
+    if content and detail.traceback and "traceback" in content:
+        content = {k: v for k, v in content.items() if k != "traceback"}  # drawn above, in colour
     for title, value in (
-        ("Result content", detail.result_content),
+        ("Result content", content),
         ("Metadata", detail.metadata),
         ("Result metadata", detail.result_metadata),
         ("Header", detail.header),
