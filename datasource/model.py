@@ -282,12 +282,10 @@ def _state_of(completed: datetime | None, result_content: dict | None, error: di
 
 def _engine_id(rc: dict | None, engine_uuid: str | None, engine_ids: Mapping[str, int] | None) -> int | None:
     if engine_uuid and engine_ids and engine_uuid in engine_ids:
-        return engine_ids[engine_uuid]
+        return _size(engine_ids[engine_uuid])
     info = (rc or {}).get("engine_info")
     if isinstance(info, Mapping):
-        eid = info.get("engine_id")
-        if isinstance(eid, int) and not isinstance(eid, bool):
-            return eid
+        return _size(info.get("engine_id"))
     return None
 
 
@@ -343,7 +341,8 @@ def normalize_record(
 
 
 def _size(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    """A count or an id: a non-negative int that fits SQLite's INTEGER (a bigger one overflows the store)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 63 else None
 
 
 def normalize_detail(
