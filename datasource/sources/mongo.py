@@ -203,6 +203,8 @@ class MongoSource:
             self._client.close()
             self._client = None
             self._coll = None
+        if self.hub is not None:
+            self.hub.close()  # a closed HubClient reconnects by itself if used again
 
     def sync(self) -> Iterator[Delta]:
         if self._coll is None:

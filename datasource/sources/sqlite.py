@@ -349,6 +349,8 @@ class SQLiteSource:
         if self._con is not None:
             self._con.close()
             self._con = None
+        if self.hub is not None:
+            self.hub.close()  # a closed HubClient reconnects by itself if used again
 
     def sync(self) -> Iterator[Delta]:
         if self._con is None:
