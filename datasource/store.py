@@ -1,4 +1,5 @@
-"""The store: the light fields of every known task, in an indexed in-memory SQLite database.
+"""The store: the light fields of every known task, in an indexed SQLite database (a private temporary file
+with a bounded page cache, so a million tasks do not live in the process).
 
 Sources yield `Delta`s, `TaskStore.apply` folds them in; views only ever read the store (counts, a sorted
 and filtered page of rows, a lookup). Counting, filtering, sorting and paging run at C speed, so the
@@ -175,6 +176,8 @@ _UPSERT = (
     + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:] + ("signature", "gen"))
 )
 
+CACHE_MB = 48  # SQLite page cache of the store (see TaskStore.__init__)
+
 _NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+(?:\.\d+)?")
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
@@ -276,11 +279,15 @@ def _row_to_record(row: Sequence) -> TaskRecord:
 
 
 class TaskStore:
-    """Indexed in-memory table of TaskRecords, plus the engines and the Hub's queue status."""
+    """Indexed table of TaskRecords, plus the engines and the Hub's queue status."""
 
-    def __init__(self, path: str = ":memory:") -> None:
+    def __init__(self, path: str = "", cache_mb: int = CACHE_MB) -> None:
+        # path "": SQLite's private temporary file, deleted on close. Only `cache_mb` of its pages stay in
+        # this process (a million tasks with their indexes take ~1 GB; the OS page cache keeps the rest
+        # warm, and it is not ours to count). ":memory:" keeps everything in the process.
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY;")
+        self._db.execute(f"PRAGMA cache_size = {-1024 * int(cache_mb)}")
         self._db.executescript(_SCHEMA)
         install_sql_functions(self._db)  # REGEXP, for `$regex` filters
         self._lock = threading.RLock()
