@@ -123,7 +123,7 @@ def default_scopes(app: Any, action: str) -> list[Scope]:
     if n_every and n_every != n_pane:
         label = f"{_plural(n_every, what)} matching {query}" if query else f"all {_plural(n_every, what)}"
         scopes.append(Scope("filter", label + (" (every pane)" if pane != "all" else ""), where=every, count=n_every))
-    if purge and _engine_done_counts(store):
+    if purge and store.ids(combine(DONE_FILTER, ("engine_uuid IS NOT NULL", ())), limit=1):
         scopes.append(Scope("engine", "one engine's completed tasks…"))
     return scopes
 
@@ -342,7 +342,7 @@ async def _flow(app: App, action: str, scopes: list[Scope]) -> None:
     if scope is None:
         return
     if scope.asks_engine:  # one engine's completed tasks
-        counts = _engine_done_counts(app.store)
+        counts = await asyncio.to_thread(_engine_done_counts, app.store)
         engines = {e.uuid: e for e in app.store.engines()}
         rows = []
         for uuid, n in sorted(counts.items(), key=lambda kv: (engines[kv[0]].id if kv[0] in engines and engines[kv[0]].id is not None else 1 << 30)):
@@ -356,6 +356,8 @@ async def _flow(app: App, action: str, scopes: list[Scope]) -> None:
         ids = await asyncio.to_thread(actions.engine_completed_ids, app.store, uuid)
         e = engines.get(uuid)
         scope = Scope("engine", actions.scope_engine(len(ids), "?" if e is None or e.id is None else str(e.id)), ids)
+    if scope.size > 20_000:
+        app.notify(f"preparing the preview of {scope.size:,} tasks…", timeout=3)
     ids = await asyncio.to_thread(scope.resolve, app.store)
     try:
         preview = await asyncio.to_thread(
