@@ -587,6 +587,28 @@ async def test_picker_dismisses_with_path_or_none(tmp_path):
         assert results[1] is None
 
 
+async def test_startup_picker_opens_the_chosen_source_or_quits(tmp_path):
+    from tests.datasource.dbfixtures import make_records, write_sqlite
+
+    db = tmp_path / "tasks.db"
+    write_sqlite(db, make_records(30))
+    choices = [("default", None, tmp_path / "nowhere-client.json", NOW.timestamp() - 60),
+               ("work", None, db, NOW.timestamp() - 3600)]
+    app = make_app(None, choices=choices, autopoll=False, now=lambda: NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen), what="the picker")
+        await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: app.poller is not None, what="the chosen source opened")
+        await app.poll_once()
+        assert app.store.total == 30
+        assert not isinstance(app.screen, PickerScreen)
+    app = make_app(None, choices=choices, autopoll=False, now=lambda: NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen), what="the picker")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.return_code is not None or not app.is_running, what="the app quits")
+
+
 async def test_export_writes_the_view(tmp_path, monkeypatch):
     import json
 
