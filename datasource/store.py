@@ -116,6 +116,13 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_submitted ON tasks (submitted, msg_id);
 CREATE INDEX tasks_state_submitted ON tasks (state, submitted, msg_id);
 CREATE INDEX tasks_engine_id ON tasks (engine_id, msg_id);
+-- a pane sorted by a column: (state, column, msg_id) serves the first page and the cursor's position
+-- without sorting the pane (1M tasks: 0.1-0.5 s per keystroke otherwise)
+CREATE INDEX tasks_state_id ON tasks (state, msg_id);
+CREATE INDEX tasks_state_engine_id ON tasks (state, engine_id, msg_id);
+CREATE INDEX tasks_state_label ON tasks (state, label, msg_id);
+CREATE INDEX tasks_state_duration ON tasks (state, duration, msg_id);
+CREATE INDEX tasks_state_ename ON tasks (state, ename, msg_id);
 CREATE INDEX tasks_label ON tasks (label, msg_id);
 CREATE INDEX tasks_duration ON tasks (duration, msg_id);
 CREATE INDEX tasks_ename ON tasks (ename, msg_id);
@@ -177,6 +184,8 @@ _UPSERT = (
 )
 
 CACHE_MB = 48  # SQLite page cache of the store (see TaskStore.__init__)
+
+_LEADING_PENDING = re.compile(r"^(\(*)" + re.escape(PANES["pending"][0]))  # combine() adds the parentheses
 
 _NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+(?:\.\d+)?")
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
@@ -421,7 +430,7 @@ class TaskStore:
             column = "resub" if sql == "resub" else "n"
             where_sql = "1" if sql == "resub" else sql
             return self._query(f"SELECT coalesce(sum({column}), 0) FROM agg WHERE {where_sql}", params)[0][0]
-        sql, params = combine(where)
+        sql, params = self._narrow(combine(where))
         return self._query(f"SELECT count(*) FROM tasks WHERE {sql}", params)[0][0]
 
     def counts(self, where: Filter | None = None) -> dict[str, int]:
@@ -474,6 +483,20 @@ class TaskStore:
         # SQLite sorts NULLs first, so DESC already puts them last.
         return f"{sort} DESC, msg_id DESC" if descending else f"{sort} ASC NULLS LAST, msg_id ASC"
 
+    def _narrow(self, where: Filter) -> Filter:
+        """The Pending pane is `state IN (pending, queued, running)`; when no task is queued or running
+        (a source that cannot tell them apart) it is `state = 'pending'`, which the (state, column)
+        indexes serve in sorted order (an IN over three states makes SQLite sort the whole pane)."""
+        sql, params = where
+        m = _LEADING_PENDING.match(sql)
+        if m is None or tuple(params[:3]) != _PENDING:
+            return where
+        split = self._query("SELECT count(*) FROM agg WHERE state IN (?, ?) AND n > 0",
+                            (State.QUEUED.value, State.RUNNING.value))[0][0]
+        if split:
+            return where
+        return (m.group(1) + "state = ?" + sql[m.end():], [State.PENDING.value, *params[3:]])
+
     def page(
         self,
         where: Filter | None = None,
@@ -483,7 +506,7 @@ class TaskStore:
         offset: int = 0,
         limit: int = 50,
     ) -> list[TaskRecord]:
-        sql, params = combine(where)
+        sql, params = self._narrow(combine(where))
         rows = self._query(
             f"SELECT {_SELECT} FROM tasks WHERE {sql} ORDER BY {self._order(sort, descending)} LIMIT ? OFFSET ?",
             [*params, max(0, limit), max(0, offset)],
@@ -499,16 +522,13 @@ class TaskStore:
         if not row:
             return None
         value = row[0][0]
-        sql, params = combine(where)
         op = ">" if descending else "<"
-        if value is None:
-            before = (
-                f"{sort} IS NOT NULL OR ({sort} IS NULL AND msg_id {op} ?)",
-                (msg_id,),
-            )
+        # two index range counts (an OR of both would make SQLite scan the whole view)
+        if value is None:  # NULLs come last either way
+            before = [(f"{sort} IS NOT NULL", ()), (f"{sort} IS NULL AND msg_id {op} ?", (msg_id,))]
         else:
-            before = (f"{sort} IS NOT NULL AND ({sort} {op} ? OR ({sort} = ? AND msg_id {op} ?))", (value, value, msg_id))
-        return self.count(combine(where, before))
+            before = [(f"{sort} {op} ?", (value,)), (f"{sort} = ? AND msg_id {op} ?", (value, msg_id))]
+        return sum(self.count(combine(where, b)) for b in before)
 
     def get(self, msg_id: str) -> TaskRecord | None:
         rows = self._query(f"SELECT {_SELECT} FROM tasks WHERE msg_id = ?", (msg_id,))
