@@ -27,6 +27,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.timer import Timer
 from textual.widgets import Footer, Input, LoadingIndicator, Static
 
 from datasource.model import State, TaskDetail, TaskRecord, strip_ansi
@@ -70,7 +71,7 @@ _MATCH = Style(bgcolor="yellow", color="black")
 _CURRENT = Style(bgcolor="bright_magenta", color="black", bold=True)
 
 
-@dataclass
+@dataclass(repr=False)
 class Document:
     """The lines of one task's detail, with where each section starts."""
 
@@ -78,6 +79,9 @@ class Document:
     sections: dict[str, int] = field(default_factory=dict)
     width: int = 0
     truncated: dict[str, int] = field(default_factory=dict)  # stream name -> characters hidden
+
+    def __repr__(self) -> str:
+        return f"<Document {len(self.lines):,} lines>"
 
     def add(self, line: Text | str) -> None:
         self.lines.append(line)
@@ -423,20 +427,26 @@ def _case(query: str, plain: str) -> tuple[str, str]:
 
 
 def find_matches(document: Document, query: str, limit: int = 100_000) -> list[tuple[int, int]]:
+    """(line, column) of every match, columns in the drawn (plain) text. Smart case."""
     out: list[tuple[int, int]] = []
     if not query:
         return out
-    insensitive = query.lower() == query
+    pattern = re.compile(re.escape(query), 0 if query.lower() != query else re.IGNORECASE)
+    search = pattern.search
     for index, line in enumerate(document.lines):
-        plain = plain_of(line) if isinstance(line, str) else line.plain
-        if insensitive:
-            plain = plain.lower()
-        start = plain.find(query)
-        while start >= 0:
-            out.append((index, start))
+        if isinstance(line, str):
+            # The raw line rules most lines out at C speed; only candidates are cleaned like the drawing is.
+            if not search(line) and "\x1b" not in line and "\t" not in line:
+                if index % 20_000 == 0:
+                    time.sleep(0)  # let the UI thread have the GIL (this runs in a worker for big documents)
+                continue
+            plain = plain_of(line)
+        else:
+            plain = line.plain
+        for m in pattern.finditer(plain):
+            out.append((index, m.start()))
             if len(out) >= limit:
                 return out
-            start = plain.find(query, start + len(query))
     return out
 
 
@@ -499,6 +509,7 @@ class DetailScreen(Screen[None]):
         self.error: str | None = None
         self._seen_version = -1
         self._shown: str | None = None
+        self._search_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(Text(self.msg_id), id="detail-title")
@@ -649,10 +660,16 @@ class DetailScreen(Screen[None]):
         document = self.view.document
         if len(document.lines) < 20_000:
             self._apply_matches(query_text, find_matches(document, query_text))
-        else:
-            self._search_worker(document, query_text)
+            return
+        # A big document is searched in a thread, once typing pauses (a thread cannot be cancelled:
+        # one search per keystroke would pile up).
+        if self._search_timer is not None:
+            self._search_timer.stop()
+        self._status(f"searching {len(document.lines):,} lines…")
+        self._search_timer = self.set_timer(0.3, lambda: self._search_worker(document, query_text))
 
-    @work(thread=True, exclusive=True, group="detail-search", exit_on_error=False)
+    # An explicit description: without one, @work builds it from repr() of the arguments (a whole document).
+    @work(thread=True, exclusive=True, group="detail-search", exit_on_error=False, description="search the detail")
     def _search_worker(self, document: Document, query_text: str) -> None:
         self.post_message(self.Searched(query_text, find_matches(document, query_text)))
 
