@@ -483,6 +483,7 @@ def build_app(args: argparse.Namespace, cfg: Config, *, source=None):
     if getattr(args, "record", None):
         source = _recording(source, args.record)
     theme = getattr(args, "theme", None) or cfg.theme
+    _check_keymap(cfg)
     app = make_app(source, choices=choices, read_only=settings["read_only"],
                    poll_interval=getattr(args, "interval", None) or cfg.interval,
                    theme=None, keymap=dict(cfg.keys) or None)
@@ -493,6 +494,48 @@ def build_app(args: argparse.Namespace, cfg: Config, *, source=None):
             raise CLIError(f"{origin}: unknown theme {theme!r} (one of {', '.join(sorted(themes))})", EXIT_USAGE)
         app.theme = theme
     return app
+
+
+def binding_ids() -> set[str]:
+    """Every `id=` of a key binding in hubtop's screens and widgets (what `[keys]` may remap)."""
+    import importlib as _il
+    import pkgutil
+
+    from textual.dom import DOMNode
+
+    from . import screens, widgets
+
+    for pkg in (screens, widgets):
+        for info in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + "."):
+            _il.import_module(info.name)
+    for name in ("tui.app", "tui.replay"):
+        try:
+            _il.import_module(name)
+        except ImportError:
+            pass
+    ids: set[str] = set()
+    todo = [DOMNode]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.__module__.startswith("tui."):
+            for b in cls.__dict__.get("BINDINGS", []):
+                if getattr(b, "id", None):
+                    ids.add(b.id)
+    return ids
+
+
+def _check_keymap(cfg: Config) -> None:
+    if not cfg.keys:
+        return
+    known = binding_ids()
+    for binding_id in cfg.keys:
+        if binding_id not in known:
+            from difflib import get_close_matches
+
+            close = get_close_matches(binding_id, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else " (the ids are listed in docs/user-guide.md)"
+            raise CLIError(f"{cfg.path}: key 'keys.{binding_id}': no key binding has this id{hint}", EXIT_USAGE)
 
 
 def _recording(source, path: str):

@@ -168,3 +168,38 @@ def test_cli_uses_the_config_source(tmp_path):
     r = _hubtop("snapshot", "--config", str(p))
     assert r.returncode == 1
     assert "nothing-here.db: no such file" in r.stderr and "Traceback" not in r.stderr
+
+
+def _dashboard_args(argv: list[str]) -> argparse.Namespace:
+    from tui.cli import parse
+
+    cmd, args = parse(argv)
+    assert cmd is None
+    return args
+
+
+def test_dashboard_applies_theme_keys_and_interval(tmp_path):
+    from tests.fakes import FakeSource
+    from tui.cli import build_app
+
+    cfg = load_config(write(tmp_path, 'theme = "nord"\ninterval = 3\n[keys]\n"main.quit" = "f10"\n'))
+    app = build_app(_dashboard_args([]), cfg, source=FakeSource(5))
+    assert app.theme == "nord" and app.interval == 3.0
+    assert app._keymap == {"main.quit": "f10"}  # handed to App.set_keymap
+    app = build_app(_dashboard_args(["--theme", "dracula", "--interval", "0.5"]), cfg, source=FakeSource(5))
+    assert app.theme == "dracula" and app.interval == 0.5
+
+
+def test_dashboard_refuses_unknown_theme_and_binding_ids(tmp_path):
+    from tests.fakes import FakeSource
+    from tui.cli import CLIError, binding_ids, build_app
+
+    assert {"main.quit", "main.filter", "detail.back", "triage.resubmit", "app.quit"} <= binding_ids()
+    cfg = load_config(write(tmp_path, '[keys]\n"main.qiut" = "f10"\n'))
+    with pytest.raises(CLIError, match=r"key 'keys.main.qiut': no key binding has this id; did you mean 'main.quit'"):
+        build_app(_dashboard_args([]), cfg, source=FakeSource(5))
+    cfg = load_config(write(tmp_path, 'theme = "neon"\n', "t.toml"))
+    with pytest.raises(CLIError, match=r"t\.toml: key 'theme': unknown theme 'neon' \(one of .*nord"):
+        build_app(_dashboard_args([]), cfg, source=FakeSource(5))
+    with pytest.raises(CLIError, match=r"--theme: unknown theme 'neon'"):
+        build_app(_dashboard_args(["--theme", "neon"]), Config(), source=FakeSource(5))
