@@ -378,3 +378,32 @@ def test_main_in_process_returns_codes(capsys, tmp_path):
     assert main(["snapshot", "--nope"]) == 2
     err = capsys.readouterr().err
     assert err.count("hubtop: error:") == 2
+
+
+# -- other backends ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend, warning", [("dictdb", "DictDB"), ("nodb", "stores no tasks")])
+def test_snapshot_of_memory_backends_warns(request, backend, warning):
+    cluster = request.getfixturevalue(f"cluster_{backend}")
+    snap = json.loads(hubtop("snapshot", str(cluster.connection_file), "--json").stdout)
+    assert snap["source"] == {**snap["source"], "kind": "hub", "backend": backend}
+    assert any(warning in w for w in snap["warnings"])
+    assert len(snap["engines"]) == 2 and all(e["alive"] for e in snap["engines"])
+    if backend == "nodb":
+        assert snap["total"] == 0
+    else:
+        assert snap["total"] == len(cluster.workload.all)
+        assert snap["states"]["failed"] == len(cluster.workload.failed)
+    r = hubtop("resubmit", str(cluster.connection_file), "state:failed", check=None)
+    assert r.returncode == 0 and ("dry run" in r.stdout or "not possible" in r.stdout)
+
+
+def test_query_mongodb_url_and_hub_pairing(cluster_mongodb):
+    w = cluster_mongodb.workload
+    url = f"{cluster_mongodb.mongo_uri.rstrip('/')}/{cluster_mongodb.mongo_database}"
+    data = json.loads(hubtop("query", url, "state:failed", "--format", "json", "--fields", "msg_id,ename").stdout)
+    assert {d["msg_id"] for d in data} == set(w.failed)
+    snap = json.loads(hubtop("snapshot", url, "--hub", str(cluster_mongodb.connection_file), "--json").stdout)
+    assert snap["source"]["kind"] == "mongodb" and snap["total"] == len(w.all)
+    assert len(snap["engines"]) == 2 and all(e["alive"] for e in snap["engines"])
