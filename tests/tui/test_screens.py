@@ -251,6 +251,38 @@ async def test_search_highlights_and_n_moves():
         assert any(seg.style and seg.style.bgcolor is not None and seg.text.lower() == "needle" for seg in strip)
 
 
+async def test_search_typed_while_the_detail_loads_keeps_its_keys():
+    import threading
+
+    class SlowSource(FakeSource):
+        def __init__(self, *a, **kw) -> None:
+            super().__init__(*a, **kw)
+            self.release = threading.Event()
+
+        def detail(self, msg_id: str) -> TaskDetail:
+            self.release.wait(10)
+            return super().detail(msg_id)
+
+    source = SlowSource(40)
+    failed = fake_failed(source)[0]
+    app = make(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await goto(pilot, failed)
+        await pilot.press("enter")
+        screen = await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen) and app.screen)
+        assert screen.loading_detail
+        await pilot.press("slash", *"Traceback")
+        source.release.set()
+        await wait_for(pilot, lambda: not screen.loading_detail, what="detail loaded")
+        await pilot.press(*" (most")
+        await wait_for(pilot, lambda: screen.view.matches, what="matches")
+        from textual.widgets import Input
+
+        assert screen.query_one("#detail-search", Input).value == "Traceback (most"
+        assert len(screen.view.matches) == 1
+
+
 def test_find_matches_smart_case():
     rec = next(iter(FakeSource(3).records.values()))
     doc = build_document(TaskDetail(record=rec, stdout="Needle needle NEEDLE\n"), now=NOW)

@@ -505,7 +505,7 @@ class DetailScreen(Screen[None]):
         self.detail: TaskDetail | None = None
         self.chain: list[str] = []
         self.show_all = False
-        self.loading_detail = False
+        self.loading_detail = True  # from the start: on_mount begins the load
         self.error: str | None = None
         self._seen_version = -1
         self._shown: str | None = None
@@ -594,7 +594,8 @@ class DetailScreen(Screen[None]):
         if same_task:  # a reload (show all, the task moved on): stay where the reader was
             view.scroll_to(x=keep.x, y=keep.y, animate=False, immediate=True)
         self._shown = event.msg_id
-        view.focus()
+        if not self.query_one("#detail-search", Input).has_focus:  # never take the keys from a search being typed
+            view.focus()
         hidden = event.document.truncated
         if hidden:
             self._status(", ".join(f"{k}: {_size(v)} hidden" for k, v in hidden.items()) + " — a: show all")
