@@ -40,7 +40,10 @@ Incremental sync, per call:
   the next sync (the data_version watermark only moves after a complete sync).
 Limits: without a Hub a change to a pending row is seen within ceil(pending / PENDING_SLICE) changed
 syncs; `resubmitted` set on an already-completed row with no new copy is seen at the next slow sync;
-the count check and the slow scans are O(rows) but cheap (~20 ms and ~0.3 s per 1M rows, measured idle).
+the count check and the slow scans are O(rows) (~90 ms and ~1-2 s per 1M rows on a busy 2-core machine):
+above COUNT_EVERY_SYNC rows the live table is counted only at slow syncs, which come every SLOW_EVERY syncs
+per 100k rows (1M rows: a deletion by another client, other than of the newest rows, is seen within ~100
+syncs; our own purges at the next sync), and every scan runs in short rowid spans.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ __all__ = ["SQLiteSource", "find_tables", "table_order_key", "hub_state", "learn
 
 CHUNK = 20_000  # rows per SELECT during a load: each statement stays short
 FIRST_CHUNK = 2_000  # the first SELECT of a load is small: the first page shows at once
-COUNT_SPAN = 100_000  # rowids per statement of the load's counting query (~0.1 s each)
+COUNT_SPAN = 50_000  # rowids per statement of the full-table scans (counting, resubmitted): ~0.05 s each
 PENDING_SLICE = 2_000  # pending rows re-read per sync without a Hub
 ID_CHUNK = 500  # ids per `IN (...)` lookup
 SLOW_EVERY = 10  # syncs between the periodic scans (resubmitted, older tables)
@@ -738,7 +741,7 @@ class SQLiteSource:
             return (delta if delta.engines is not None or delta.warnings else None), True
         changed = version != self._data_version
         self._dirty |= changed
-        slow = self._dirty and self._syncs - self._last_slow >= SLOW_EVERY
+        slow = self._dirty and self._syncs - self._last_slow >= self._slow_every()
         by_id: dict[str, TaskRecord] = {}
         locked = False
         if not changed and not slow:  # the file did not change: nothing to read
@@ -754,6 +757,12 @@ class SQLiteSource:
         if not delta.upserts and not delta.removed and not delta.warnings and delta.engines is None:
             return None, locked
         return delta, locked
+
+    def _slow_every(self) -> int:
+        """Syncs between the O(rows) scans: SLOW_EVERY, stretched above COUNT_EVERY_SYNC rows so their cost
+        per sync stays that of a 100k-row table (1M rows: every 100 syncs; ~1-2 s of reading each time)."""
+        rows = max((len(t.ids) for t in self._tables.values()), default=0)
+        return SLOW_EVERY * max(1, -(-rows // COUNT_EVERY_SYNC))
 
     def _read_changes(self, delta: Delta, by_id: dict[str, TaskRecord], hub_ids: set[str] | None,
                       slow: bool) -> None:
@@ -963,10 +972,12 @@ class SQLiteSource:
     def _scan_resubmitted(self, t: _Table, by_id: dict[str, TaskRecord], copies: list[str] | None) -> None:
         """Originals whose `resubmitted` pointer changed: all of them, or those pointing at `copies`."""
         con = self._connection()
-        if copies is None:
-            rows = self._retry(lambda: con.execute(
-                f"SELECT msg_id, resubmitted FROM {_q(t.name)} WHERE resubmitted IS NOT NULL AND resubmitted != ''"
-            ).fetchall())
+        if copies is None:  # in rowid spans: no statement keeps the Hub's commit waiting for long
+            rows = []
+            for low in range(0, t.max_rowid + 1, COUNT_SPAN):
+                rows += self._retry(lambda: con.execute(
+                    f"SELECT msg_id, resubmitted FROM {_q(t.name)} WHERE rowid BETWEEN ? AND ? "
+                    "AND resubmitted IS NOT NULL AND resubmitted != ''", (low, low + COUNT_SPAN - 1)).fetchall())
         else:
             rows = []
             for i in range(0, len(copies), ID_CHUNK):
