@@ -18,7 +18,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Tabs
 from textual.worker import get_current_worker
@@ -28,7 +28,7 @@ from datasource.sources.base import Capabilities, Source
 from datasource.store import PANES, Filter, TaskStore, combine, pane_filter
 
 from . import format as fmt
-from .messages import PollFinished, SortRequested, TaskChosen
+from .messages import AggregatesReady, PollFinished, SortRequested, TaskChosen
 from .widgets.engine_list import EngineList
 from .widgets.filter_bar import FilterBar
 from .widgets.pane_tabs import PANE_TITLES, PaneTabs, panes_for
@@ -39,6 +39,7 @@ __all__ = ["HubtopApp", "MainScreen", "make_app", "INTERVALS"]
 
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 UI_TICK = 0.25
+AGE_REPAINT = 5.0  # seconds between repaints of an idle table (its "submitted N min ago" cells)
 FAILURE_TOAST_EVERY = 10.0  # seconds between two "N new failures" toasts (a steady trickle is one toast per period)
 _DEFAULT_DESCENDING = {"submitted", "duration", "started", "completed", "received"}
 _NEW_FAILURE_DETAIL = 5_000  # look at most this many new failures up to group them by exception
@@ -97,6 +98,10 @@ class MainScreen(Screen[None]):
         self.query_one(TaskTable).focus()
         self._hubtop.main_mounted()
 
+    def on_screen_resume(self) -> None:
+        if self._hubtop._main_ready():
+            self._hubtop.refresh_views(force=True)  # polls that landed while another screen was shown
+
 
 class HubtopApp(App[None]):
     """The hubtop dashboard over one Source (or a picker of connection files when there is none yet)."""
@@ -140,16 +145,17 @@ class HubtopApp(App[None]):
         self._polling = False
         self._poll_again = False
         self._seen_version = -1
-        self._counts_key: tuple | None = None
         self._counts: dict[str, int] = {p: 0 for p in PANES}
-        self._engines_key: tuple | None = None
+        self._agg_key: tuple | None = None  # what the shown counts are of: (store version, filters...)
+        self._agg_pending: tuple | None = None  # what the aggregates worker is computing
         self._last_event: str | None = None
         self.polls = 0
         self._widgets: tuple[TaskTable, EngineList, StatusBar, FilterBar] | None = None
-        self._closing = False
+        self._quitting = False
         self._failure_names: list[str | None] = []
         self._failure_count = 0
         self._last_failure_toast: float | None = None
+        self._last_repaint = 0.0
         self.notices: list[tuple[str, str]] = []  # (severity, message) of every toast, for tests and logs
         if keymap:
             self.set_keymap(keymap)
@@ -241,6 +247,7 @@ class HubtopApp(App[None]):
         finally:
             self._polling = False
         self._after_poll(outcome)
+        await self.settle()
         return outcome
 
     # -- start-up -------------------------------------------------------------------------------
@@ -252,7 +259,7 @@ class HubtopApp(App[None]):
         return self.screen_stack[0]  # type: ignore[return-value]  # the default screen, under any pushed one
 
     def _main_ready(self) -> bool:
-        return self._widgets is not None and self._widgets[0].is_attached and not self._closing
+        return self._widgets is not None and self._widgets[0].is_attached and not self._quitting
 
     def _table(self) -> TaskTable:
         assert self._widgets is not None
@@ -304,7 +311,7 @@ class HubtopApp(App[None]):
         from datasource.sources.open import open_source
 
         try:
-            source = open_source(path)
+            source = open_source(path, read_only=self._read_only)
         except SourceError as exc:
             self.call_from_thread(self._open_failed, str(exc))
             return
@@ -428,43 +435,85 @@ class HubtopApp(App[None]):
         if not self._main_ready():
             return
         self._flush_failures()
+        if not self._main_visible():
+            return  # re-read when the main screen comes back (MainScreen.on_screen_resume)
         if self.store.version != self._seen_version:
             self.refresh_views()
         else:
             self._update_status()
+            now = self.clock()
+            if now - self._last_repaint >= AGE_REPAINT:
+                self._last_repaint = now
+                self._table().refresh()  # "3 min ago" moves on even when no task changed
+
+    def _main_visible(self) -> bool:
+        """The main screen is shown, alone or under a modal dialog."""
+        for screen in reversed(self.screen_stack):
+            if screen is self.screen_main():
+                return True
+            if not isinstance(screen, ModalScreen):
+                return False
+        return False
 
     def refresh_views(self, *, force: bool = False) -> None:
         """Re-read counts, engines and the visible rows if the store changed (or force)."""
-        if not self._main_ready():
+        if not self._main_ready() or not self._main_visible():
             return
         version = self.store.version
         changed = force or version != self._seen_version
         self._seen_version = version
         if changed:
             with self.batch_update():
-                where = self.view_filter()
-                screen = self.screen_main()
-                self._tabs().set_counts(self._cached_counts(where))
                 table = self._table()
                 table.empty_text = self._empty_text()
                 table.reload(force=force)
-                self._update_engines()
                 self._update_header()
+            self._request_aggregates()
         self._update_status()
 
-    def _cached_counts(self, where: Filter) -> dict[str, int]:
-        key = (self.store.version, where[0], tuple(where[1]))
-        if key != self._counts_key:
-            self._counts = self.store.counts(where)
-            self._counts_key = key
-        return self._counts
-
-    def _update_engines(self) -> None:
-        key = (self.store.version, self._query_filter, self._caps.knows_running)
-        if key == self._engines_key:
+    def _request_aggregates(self) -> None:
+        """Pane counts and engine rows for the current filter, computed in a thread: with a filter over a
+        million tasks they are full scans (~0.5-2 s) and the table must keep answering keys meanwhile."""
+        where = self.view_filter()
+        query = self._query_filter
+        key = (self.store.version, where[0], tuple(where[1]), None if query is None else (query[0], tuple(query[1])),
+               self._caps.knows_running)
+        if key in (self._agg_key, self._agg_pending):
             return
-        self._engines_key = key
-        self._engine_list().update_rows(self._query_filter, knows_running=self._caps.knows_running)
+        self._agg_pending = key
+        self._aggregates_worker(key, where, query)
+
+    @work(thread=True, exclusive=True, group="aggregates", exit_on_error=False, description="count tasks")
+    def _aggregates_worker(self, key: tuple, where: Filter, query: Filter | None) -> None:
+        try:
+            counts = self.store.counts(where)
+            engine_counts = self.store.engine_counts(query)
+        except Exception as exc:  # sqlite3.Error from a filter the store cannot run: shown by _apply_view
+            self.post_message(AggregatesReady(key, None, None, error=f"{type(exc).__name__}: {exc}"))
+            return
+        if not get_current_worker().is_cancelled:
+            self.post_message(AggregatesReady(key, counts, engine_counts))
+
+    def on_aggregates_ready(self, message: AggregatesReady) -> None:
+        if message.key != self._agg_pending:
+            return  # an older filter or store version: a newer request is under way
+        self._agg_pending = None
+        if message.counts is None or not self._main_ready():
+            return
+        self._agg_key = message.key
+        self._counts = message.counts
+        with self.batch_update():
+            self._tabs().set_counts(message.counts)
+            self._engine_list().update_rows(self._query_filter, knows_running=self._caps.knows_running,
+                                            counts=message.engine_counts)
+            self._update_status()
+
+    async def settle(self, timeout: float = 30.0) -> None:
+        """Wait until the counts of the current view are shown (tests; scripts taking screenshots)."""
+        deadline = time.monotonic() + timeout
+        while self._agg_pending is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
 
     def _update_header(self) -> None:
         if self.source is None:
@@ -497,12 +546,9 @@ class HubtopApp(App[None]):
             status_bar.show(StatusInfo("connecting", "choose a cluster", self.interval, None, 0))
             return
         status = self.poller.status
-        total = self.store.total if self._counts_key is None else None
+        total = self._store_total()
         filtered = bool(self._query_filter) or bool(self._engine_list().selected)
-        counts = self._counts
-        all_matching = counts.get("all", 0)
-        if total is None:
-            total = self._store_total()
+        all_matching = self._counts.get("all", 0)
         loading = (self.store.load_done, self.store.load_total) if self.store.loading else None
         state = "loading" if loading and status.state in ("loading", "connected", "connecting") else status.state
         message = status.message
@@ -723,7 +769,7 @@ class HubtopApp(App[None]):
         self._engine_list().action_clear_selection()
 
     async def action_quit(self) -> None:
-        self._closing = True
+        self._quitting = True
         if self._poll_timer is not None:
             self._poll_timer.stop()
         self.exit()

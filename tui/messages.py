@@ -6,7 +6,7 @@ from textual.message import Message
 
 from datasource.poller import PollOutcome
 
-__all__ = ["PollFinished", "TaskHighlighted", "TaskChosen", "SortRequested"]
+__all__ = ["AggregatesReady", "PollFinished", "TaskHighlighted", "TaskChosen", "SortRequested"]
 
 
 class PollFinished(Message):
@@ -39,3 +39,21 @@ class SortRequested(Message):
     def __init__(self, column: str) -> None:
         super().__init__()
         self.column = column
+
+
+class AggregatesReady(Message):
+    """Pane counts and per-engine counts of one view, computed off the UI thread (key says of what)."""
+
+    def __init__(
+        self,
+        key: tuple,
+        counts: dict[str, int] | None,
+        engine_counts: dict[str | None, dict[str, int]] | None,
+        *,
+        error: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.key = key
+        self.counts = counts
+        self.engine_counts = engine_counts
+        self.error = error

@@ -38,6 +38,13 @@ async def started(app, pilot) -> None:
     await pilot.pause()
 
 
+async def settled(app, pilot) -> None:
+    """Let key handlers run, then wait for the counts computed off the UI thread."""
+    await pilot.pause()
+    await app.settle()
+    await pilot.pause()
+
+
 def add_records(source: FakeSource, start: int, count: int) -> list[str]:
     """New tasks submitted after every existing one (they sort above the cursor, newest first)."""
     ids = []
@@ -163,7 +170,7 @@ async def test_engine_selection_filters_every_pane(make_test_app) -> None:
         await pilot.press("e")
         assert engines.has_focus
         await pilot.press("down", "down", "space")  # engine 2
-        await pilot.pause()
+        await settled(app, pilot)
         uuid = engines.rows[2].uuid
         assert engines.selected == {uuid}
         await pilot.press("6")
@@ -177,7 +184,7 @@ async def test_engine_selection_filters_every_pane(make_test_app) -> None:
         await pilot.press("e")
         assert table(app).has_focus
         await pilot.press("escape")  # no filter: escape clears the engine selection
-        await pilot.pause()
+        await settled(app, pilot)
         assert engines.selected == set()
         assert tab_label(app, "all") == "6 All 200"
 
@@ -190,7 +197,7 @@ async def test_filter_bar_valid_query_applies_on_enter(make_test_app) -> None:
         await pilot.press("slash")
         assert bar.input.has_focus
         await pilot.press(*"label:fit-1", "enter")
-        await pilot.pause()
+        await settled(app, pilot)
         assert app.filter_text == "label:fit-1"
         assert table(app).has_focus
         expected = app.store.counts(("label = ?", ("fit-1",)))
@@ -199,7 +206,7 @@ async def test_filter_bar_valid_query_applies_on_enter(make_test_app) -> None:
         await pilot.pause()
         assert {r.label for r in table(app).visible_records()} == {"fit-1"}
         await pilot.press("escape")  # clears the filter
-        await pilot.pause()
+        await settled(app, pilot)
         assert app.filter_text == ""
         assert tab_label(app, "all") == "6 All 200"
 
@@ -230,6 +237,7 @@ async def test_filter_applies_live_after_a_pause_in_typing(make_test_app) -> Non
         await started(app, pilot)
         await pilot.press("slash", *"state:failed")
         await pilot.pause(0.5)
+        await settled(app, pilot)
         assert app.filter_text == "state:failed"
         assert tab_label(app, "all") == "6 All 20"
 
@@ -301,6 +309,7 @@ async def test_first_paint_before_any_data_and_loading_progress(make_test_app) -
         app.store.apply(next(gen))
         app.poller._loading_progress()
         await pilot.pause(0.4)
+        await settled(app, pilot)
         assert "loading 10,000 / 30,000" in status(app)
         assert tab_label(app, "all") == "6 All 10,000"
         for delta in gen:
@@ -437,7 +446,7 @@ async def test_panes_split_into_queued_and_running_when_the_source_learns_it(mak
         for rec in [r for r in source.records.values() if r.state is State.PENDING][:4]:
             source.records[rec.msg_id] = replace(rec, state=State.RUNNING)
         await started(app, pilot)
-        await pilot.pause()
+        await settled(app, pilot)
         assert app.panes[:2] == ["queued", "running"]
         assert app.current_pane == "queued"
         assert tab_label(app, "running") == "2 Running 4"
@@ -459,11 +468,13 @@ async def test_real_cluster_counts_and_engine_filter(cluster_sqlite) -> None:
     source = open_source(str(cluster_sqlite.connection_file))
     app = make_app(source, autopoll=False, poll_interval=60)
     async with app.run_test(size=SIZE) as pilot:
-        # tasks.db is committed by the Hub every 2 s: poll until the workload is in (or 60 s)
+        # tasks.db is committed by the Hub every 2 s: poll until the workload's results are in (or 60 s)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             outcome = await app.poll_once()
-            if outcome.status.state == "connected" and app.store.total >= len(workload.all):
+            counts = app.store.counts()
+            if outcome.status.state == "connected" and counts["all"] >= len(workload.all) \
+                    and counts["failed"] >= len(workload.failed) and counts["succeeded"] >= len(workload.done_ok):
                 break
             await pilot.pause(0.5)
         await pilot.pause()
@@ -481,7 +492,7 @@ async def test_real_cluster_counts_and_engine_filter(cluster_sqlite) -> None:
         engines = app.screen_main().query_one(EngineList)
         assert sum(1 for r in engines.rows if r.alive) == 2
         await pilot.press("e", "space", "e", str(app.panes.index("all") + 1))
-        await pilot.pause()
+        await settled(app, pilot)
         uuid = engines.rows[0].uuid
         rows = table(app).visible_records()
         assert rows and all(r.engine_uuid == uuid for r in rows)
@@ -491,3 +502,12 @@ async def test_real_cluster_counts_and_engine_filter(cluster_sqlite) -> None:
         direct = app.store.get(workload.direct[0])
         if direct.engine_uuid == uuid:
             assert direct.msg_id in {r.msg_id for r in rows}
+
+
+async def test_q_quits(make_test_app) -> None:
+    app, _ = make_test_app(autopoll=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        await pilot.press("q")
+        await pilot.pause(0.3)
+        assert not app.is_running

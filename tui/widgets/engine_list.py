@@ -92,11 +92,20 @@ class EngineList(ScrollView, can_focus=True):
         self.knows_running = False
         self._base_style: Style | None = None
 
-    def update_rows(self, where: Filter | None, *, knows_running: bool) -> None:
-        """Re-read engines and their counts under the view filter (without the engine selection)."""
+    def update_rows(
+        self,
+        where: Filter | None,
+        *,
+        knows_running: bool,
+        counts: dict[str | None, dict[str, int]] | None = None,
+    ) -> None:
+        """Re-read engines and their counts under the query filter (without the engine selection).
+
+        `counts` (store.engine_counts(where)) may be computed elsewhere, off the UI thread."""
         self.knows_running = knows_running
         engines: list[Engine] = self.store.engines()
-        counts = self.store.engine_counts(where)
+        if counts is None:
+            counts = self.store.engine_counts(where)
         queue = self.store.queue
         queued_by_id = {eid: e.queue + e.tasks for eid, e in queue.engines.items()} if queue else {}
         rows = []
