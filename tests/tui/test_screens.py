@@ -667,14 +667,15 @@ async def test_export_writes_the_view(tmp_path, monkeypatch):
         await pilot.press("x")
         screen = await wait_for(pilot, lambda: isinstance(app.screen, ExportScreen) and app.screen)
         path_input = screen.query_one("#export-path", Input)
-        assert path_input.value == str(tmp_path / "hubtop-export-20261120-110000.csv")
+        stamp = NOW.astimezone().strftime("%Y%m%d-%H%M%S")  # the injected clock, in local time
+        assert path_input.value == str(tmp_path / f"hubtop-export-{stamp}.csv")
         await pilot.click("#fmt-json")
         await wait_for(pilot, lambda: path_input.value.endswith(".json"))
         path_input.focus()
         await pilot.press("enter")
         await wait_for(pilot, lambda: any(n.startswith("exported") for n in app.notes), what="export note")
         written = list(tmp_path.glob("hubtop-export-*.json"))
-        assert written == [tmp_path / "hubtop-export-20261120-110000.json"]
+        assert written == [tmp_path / f"hubtop-export-{stamp}.json"]
         rows = json.loads(written[0].read_text())
         assert sorted(r["msg_id"] for r in rows) == fake_failed(source)
 

@@ -24,7 +24,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, RadioButton, RadioSet, Static
 from textual.widgets.option_list import Option
 
-from datasource.model import State
+from datasource.actions import COMPLETED
 
 from datasource.store import PANES, Filter, combine, pane_filter
 
@@ -40,11 +40,9 @@ __all__ = [
     "start_export",
     "default_scopes",
     "refusal",
-    "DONE_FILTER",
 ]
 
 ACTIONS = ("resubmit", "purge")
-DONE_FILTER = ("state IN (?, ?, ?)", (State.SUCCEEDED.value, State.FAILED.value, State.ABORTED.value))  # = actions.COMPLETED
 _ID_PREVIEW = 8  # ids listed in the preview
 
 
@@ -113,25 +111,31 @@ def default_scopes(app: Any, action: str) -> list[Scope]:
     what = "completed task" if purge else "task"
     n_pane = 0
     if pane != "all" and pane in PANES:
-        pane_where = combine(pane_filter(pane), where, DONE_FILTER if purge else None)
+        pane_where = combine(pane_filter(pane), where, COMPLETED if purge else None)
         n_pane = store.count(pane_where)
         if n_pane:
             scopes.append(Scope("pane", f"the {_plural(n_pane, what)} of the {pane.capitalize()} pane"
                                         + (f" matching {query}" if query else ""), where=pane_where, count=n_pane))
-    every = combine(where, DONE_FILTER if purge else None)
+    every = combine(where, COMPLETED if purge else None)
     n_every = store.count(every)
     if n_every and n_every != n_pane:
         label = f"{_plural(n_every, what)} matching {query}" if query else f"all {_plural(n_every, what)}"
         scopes.append(Scope("filter", label + (" (every pane)" if pane != "all" else ""), where=every, count=n_every))
-    if purge and store.ids(combine(DONE_FILTER, ("engine_uuid IS NOT NULL", ())), limit=1):
+    if purge and store.ids(combine(COMPLETED, ("engine_uuid IS NOT NULL", ())), limit=1):
         scopes.append(Scope("engine", "one engine's completed tasks…"))
     return scopes
+
+
+def _engine_order(engine: Any) -> tuple[int, str]:
+    if engine is None or engine.id is None:
+        return (1 << 30, "")
+    return (engine.id, engine.uuid)
 
 
 def _engine_done_counts(store: Any) -> dict[str, int]:
     """Completed tasks per engine uuid (engines with none are left out)."""
     out: dict[str, int] = {}
-    for uuid, states in store.engine_counts(DONE_FILTER).items():
+    for uuid, states in store.engine_counts(COMPLETED).items():
         n = sum(states.values())
         if n and uuid is not None:
             out[uuid] = n
@@ -345,11 +349,12 @@ async def _flow(app: App, action: str, scopes: list[Scope]) -> None:
         counts = await asyncio.to_thread(_engine_done_counts, app.store)
         engines = {e.uuid: e for e in app.store.engines()}
         rows = []
-        for uuid, n in sorted(counts.items(), key=lambda kv: (engines[kv[0]].id if kv[0] in engines and engines[kv[0]].id is not None else 1 << 30)):
+        for uuid, n in counts.items():
             e = engines.get(uuid)
             eid = "?" if e is None or e.id is None else e.id
             alive = "" if e is None else ("alive" if e.alive else "dead")
             rows.append((uuid, f"engine {eid:<4} {_plural(n, 'completed task'):<22} {alive:<6} {uuid}"))
+        rows.sort(key=lambda row: _engine_order(engines.get(row[0])))
         uuid = await app.push_screen_wait(EngineScreen(rows))
         if uuid is None:
             return
