@@ -27,6 +27,7 @@ import queue
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -279,13 +280,31 @@ def _check(con: sqlite3.Connection, path: Path, *, write: bool, check: bool) -> 
 # -- the recorder ----------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A delta waiting for the writer thread, with what was captured when the poll handed it over."""
+
+    t: float
+    delta: Delta
+    upserts: list[TaskRecord]
+    removed: list[str]
+    warnings: list[str]
+    engines: str | None
+    queue: str | None
+    running: str | None
+
+
+
 class Recorder:
     """Appends every Delta it is given to a recording file. `write` is the Poller's `on_delta` hook.
 
     `write` only queues the delta (the poll thread never waits for the disk); a writer thread of its own
-    records it, one transaction per delta. The queue is bounded (`backlog` deltas): if the disk cannot
-    keep up, `write` blocks rather than holding an unbounded backlog in memory. `flush()` waits until
-    everything queued is on file; `close()` flushes, checkpoints the WAL into the file and closes.
+    records it, one transaction per delta, once the poll loop has been quiet for `quiet` seconds (turning
+    records into rows holds the GIL: done while the poll thread works, it would slow the poll down). The
+    queue is bounded (`backlog` deltas): past half of it the writer stops waiting for quiet, and if the
+    disk cannot keep up, `write` blocks rather than holding an unbounded backlog in memory. `flush()`
+    waits until everything queued is on file; `close()` flushes, checkpoints the WAL into the file and
+    closes.
     """
 
     def __init__(
@@ -295,6 +314,7 @@ class Recorder:
         *,
         clock: Callable[[], float] = time.time,
         backlog: int = 64,
+        quiet: float = 0.05,
     ) -> None:
         self.path = Path(path)
         self.source = source
@@ -304,6 +324,10 @@ class Recorder:
         self.rows_written = 0
         self.seconds_writing = 0.0  # writer thread time, for the overhead report
         self._error_reported = False
+        self.quiet = quiet
+        self._backlog = max(1, backlog)
+        self._last_put = 0.0
+        self._closing = False
         self._session: int | None = None
         self._last_engines: str | None = None
         self._last_queue: str | None = None
@@ -331,7 +355,7 @@ class Recorder:
             self._db.close()
             self._db = None
             raise SourceError(f"cannot record to {self.path}: {_one_line(exc)}") from None
-        self._queue: queue.Queue[Delta | None] = queue.Queue(maxsize=max(1, backlog))
+        self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=self._backlog)
         self._idle = threading.Condition()
         self._unwritten = 0
         self._thread = threading.Thread(target=self._run, name=f"hubtop-recorder {self.path.name}", daemon=True)
@@ -349,16 +373,32 @@ class Recorder:
     def write(self, delta: Delta) -> None:
         """Queue one delta for recording. Never raises; after a failed write, the next poll's warnings
         say once that recording stopped (the Poller reads a delta's warnings after `on_delta`)."""
-        if self.error is not None:
-            if not self._error_reported:
-                self._error_reported = True
-                delta.warnings.append(self.error)
+        self.report_error(delta)
+        if self._db is None or self.error is not None:
             return
-        if self._db is None:
-            return
+        # What is small and may be shared with the source (engines, queue counts) is captured now, with the
+        # poll's time; the records are turned into rows later, by the writer (sources never change a record
+        # they yielded: they copy first).
+        item = _Pending(
+            t=self.clock(),
+            delta=delta,
+            upserts=list(delta.upserts),
+            removed=list(delta.removed),
+            warnings=list(delta.warnings),
+            engines=engines_to_json(delta.engines),
+            queue=queue_to_json(delta.queue),
+            running=None if delta.running is None else json.dumps(sorted(delta.running), separators=(",", ":")),
+        )
         with self._idle:
             self._unwritten += 1
-        self._queue.put(delta)
+        self._last_put = time.monotonic()
+        self._queue.put(item)
+
+    def report_error(self, delta: Delta) -> None:
+        """Add "recording stopped: ..." to this delta's warnings, once, if a write failed."""
+        if self.error is not None and not self._error_reported:
+            self._error_reported = True
+            delta.warnings.append(self.error)
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until every queued delta is recorded (or recording failed). False on timeout."""
@@ -369,13 +409,14 @@ class Recorder:
 
     def _run(self) -> None:
         while True:
-            delta = self._queue.get()
-            if delta is None:
+            item = self._queue.get()
+            if item is None:
                 return
+            self._wait_for_quiet()
             start = time.perf_counter()
             try:
                 if self.error is None and self._db is not None:
-                    self._write(self._db, delta)
+                    self._write(self._db, item)
             except Exception as exc:  # disk full, file deleted, ...: polling goes on, recording stops
                 self.error = f"recording to {self.path} stopped: {_one_line(exc)}"
                 log.warning("%s", self.error, exc_info=not isinstance(exc, (sqlite3.Error, OSError)))
@@ -384,6 +425,13 @@ class Recorder:
                 with self._idle:
                     self._unwritten -= 1
                     self._idle.notify_all()
+
+    def _wait_for_quiet(self) -> None:
+        while self._queue.qsize() < self._backlog // 2:
+            idle = time.monotonic() - self._last_put
+            if idle >= self.quiet or self._closing:
+                return
+            time.sleep(self.quiet - idle)
 
     def _start_session(self, db: sqlite3.Connection, now: float) -> int:
         name = kind = backend = None
@@ -408,41 +456,42 @@ class Recorder:
         )
         return int(cur.lastrowid)
 
-    def _write(self, db: sqlite3.Connection, delta: Delta) -> None:
-        engines = engines_to_json(delta.engines)
+    def _write(self, db: sqlite3.Connection, item: "_Pending") -> None:
+        delta = item.delta
+        engines = item.engines
         if engines is not None and engines == self._last_engines:
             engines = None  # unchanged since the previous row: NULL means "unchanged"
-        queue_json = queue_to_json(delta.queue)
+        queue_json = item.queue
         if queue_json is not None and queue_json == self._last_queue:
             queue_json = None
-        running = None if delta.running is None else json.dumps(sorted(delta.running), separators=(",", ":"))
+        running = item.running
         if running is not None and running == self._last_running:
             running = None
-        if not (delta.upserts or delta.removed or delta.warnings or delta.reset or delta.loading
+        if not (item.upserts or item.removed or item.warnings or delta.reset or delta.loading
                 or engines is not None or queue_json is not None or running is not None):
             return  # nothing changed: not a state change
-        now = self.clock()
+        now = item.t
         db.execute("BEGIN IMMEDIATE")  # the write lock first: this poll's rows get consecutive rowids
         try:
             if self._session is None:
                 self._session = self._start_session(db, now)
             first_task = first_removed = None
-            if delta.upserts:
+            if item.upserts:
                 first_task = db.execute("SELECT coalesce(max(rowid), 0) + 1 FROM tasks").fetchone()[0]
-            if delta.removed:
+            if item.removed:
                 first_removed = db.execute("SELECT coalesce(max(rowid), 0) + 1 FROM removed").fetchone()[0]
             cur = db.execute(
                 "INSERT INTO polls (session, t, reset, loading, done, total, engines, queue, warnings, running, "
                 "upserts, first_task, removals, first_removed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (self._session, now, int(delta.reset), int(delta.loading), delta.done, delta.total, engines,
-                 queue_json, json.dumps(list(delta.warnings)) if delta.warnings else None, running,
-                 len(delta.upserts), first_task, len(delta.removed), first_removed),
+                 queue_json, json.dumps(item.warnings) if item.warnings else None, running,
+                 len(item.upserts), first_task, len(item.removed), first_removed),
             )
             poll = cur.lastrowid
-            if delta.upserts:
-                db.executemany(_INSERT_TASK, [(poll, *record_to_row(r)) for r in delta.upserts])
-            if delta.removed:
-                db.executemany("INSERT INTO removed (poll, msg_id) VALUES (?, ?)", [(poll, m) for m in delta.removed])
+            if item.upserts:
+                db.executemany(_INSERT_TASK, [(poll, *record_to_row(r)) for r in item.upserts])
+            if item.removed:
+                db.executemany("INSERT INTO removed (poll, msg_id) VALUES (?, ?)", [(poll, m) for m in item.removed])
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -455,7 +504,7 @@ class Recorder:
         if running is not None:
             self._last_running = running
         self.deltas_written += 1
-        self.rows_written += len(delta.upserts)
+        self.rows_written += len(item.upserts)
 
     # -- closing -------------------------------------------------------------------------------
 
@@ -463,6 +512,7 @@ class Recorder:
         """Record what is queued (up to `timeout`), checkpoint the WAL into the file, close."""
         if self._db is None:
             return
+        self._closing = True
         self.flush(timeout)
         self._queue.put(None)
         self._thread.join(timeout)
@@ -488,8 +538,9 @@ class RecordingSource:
     """A Source that records every delta of the source it wraps (`hubtop --record FILE`).
 
     For callers that cannot hand the Poller an `on_delta` hook (the dashboard builds its own Poller):
-    each delta is queued for the Recorder before it is yielded, so a "recording stopped" warning reaches
-    the poll that carries it. Everything else is the wrapped source's; `close()` closes both.
+    a delta is queued for the Recorder once the consumer has applied it and asks for the next one (so a
+    delta the store refused is not recorded either), and a "recording stopped" warning rides on the
+    next delta yielded. Everything else is the wrapped source's; `close()` closes both.
     """
 
     def __init__(self, source: Source, path: str | os.PathLike, *, clock: Callable[[], float] = time.time) -> None:
@@ -510,8 +561,9 @@ class RecordingSource:
 
     def sync(self) -> Iterator[Delta]:
         for delta in self.inner.sync():
-            self.recorder.write(delta)
+            self.recorder.report_error(delta)
             yield delta
+            self.recorder.write(delta)  # once the poller applied it (it asks for the next one after that)
 
     def detail(self, msg_id: str):
         return self.inner.detail(msg_id)
