@@ -215,3 +215,22 @@ def test_recording_source_wraps_any_source(tmp_path: Path) -> None:
     assert replay_store.get(new.msg_id) == store.get(new.msg_id)
     with pytest.raises(SourceError, match="--record needs a SOURCE"):
         RecordingSource(None, tmp_path / "x.db")  # type: ignore[arg-type]
+
+
+def test_write_costs_the_poll_thread_little(tmp_path: Path) -> None:
+    """write() only captures and queues: CPU time on the calling thread, not the disk's."""
+    import statistics
+    import time
+
+    recorder = Recorder(tmp_path / "rec.db")
+    engines = FakeSource(0).engine_list
+    deltas = [Delta(upserts=[make_record(i * 100 + k) for k in range(100)], engines=engines) for i in range(200)]
+    costs = []
+    for delta in deltas:
+        t0 = time.thread_time()
+        recorder.write(delta)
+        costs.append(time.thread_time() - t0)
+    assert recorder.flush(60)
+    recorder.close()
+    assert recorder.rows_written == 20_000 and recorder.error is None
+    assert statistics.median(costs) < 0.001, statistics.median(costs)
