@@ -172,6 +172,73 @@ _RAW_KEYS = ("msg_id", "submitted", "client_uuid", "engine_uuid", "started", "co
              "received", "result_content", "queue", "metadata", "error")
 
 
+class _IdSet:
+    """The msg_ids of one table, compactly: a Hub-era msg_id is `<session>_<pid>_<counter>`, kept as an int
+    under its shared prefix (~50 bytes per id instead of ~130 for a set of str: 1M ids, ~80 MB less)."""
+
+    __slots__ = ("_groups", "_other")
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        self._groups: dict[str, set[int]] = {}
+        self._other: set[str] = set()
+        self.update(ids)
+
+    @staticmethod
+    def _split(msg_id: str) -> tuple[str | None, Any]:
+        head, sep, tail = msg_id.rpartition("_")
+        if sep and tail.isascii() and tail.isdigit() and (tail == "0" or tail[0] != "0"):
+            return head, int(tail)
+        return None, msg_id
+
+    def add(self, msg_id: str) -> None:
+        head, key = self._split(msg_id)
+        if head is None:
+            self._other.add(key)
+        else:
+            group = self._groups.get(head)
+            if group is None:
+                group = self._groups[head] = set()
+            group.add(key)
+
+    def update(self, ids: Iterable[str]) -> None:
+        for m in ids:
+            self.add(m)
+
+    def discard(self, msg_id: str) -> None:
+        head, key = self._split(msg_id)
+        if head is None:
+            self._other.discard(key)
+        elif head in self._groups:
+            self._groups[head].discard(key)
+
+    def __contains__(self, msg_id: object) -> bool:
+        if not isinstance(msg_id, str):
+            return False
+        head, key = self._split(msg_id)
+        if head is None:
+            return key in self._other
+        group = self._groups.get(head)
+        return group is not None and key in group
+
+    def __len__(self) -> int:
+        return len(self._other) + sum(len(g) for g in self._groups.values())
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._other
+        for head, group in self._groups.items():
+            for key in group:
+                yield f"{head}_{key}"
+
+    def __sub__(self, other: Iterable[str]) -> set[str]:
+        other = other if isinstance(other, (set, frozenset)) else set(other)
+        return {m for m in self if m not in other}
+
+    def __isub__(self, other: Iterable[str]) -> "_IdSet":
+        for m in other:
+            self.discard(m)
+        return self
+
+
 @dataclass
 class _Table:
     name: str
@@ -180,7 +247,7 @@ class _Table:
     max_rowid: int = 0
     top_msg_id: str | None = None  # msg_id at max_rowid, to notice a reused rowid
     count: int = 0
-    ids: set[str] = field(default_factory=set)
+    ids: _IdSet = field(default_factory=_IdSet)
     pending: dict[int, str] = field(default_factory=dict)  # rowid -> msg_id of known pending rows
     pending_recs: dict[int, TaskRecord] = field(default_factory=dict)  # rowid -> its record
     pending_rowid: dict[str, int] = field(default_factory=dict)  # msg_id -> rowid
@@ -848,7 +915,7 @@ class SQLiteSource:
             return
         present = {r[0] for r in self._retry(lambda: con.execute(f"SELECT msg_id FROM {_q(t.name)}").fetchall())}
         vanished = t.ids - present
-        appeared = present - t.ids
+        appeared = {m for m in present if m not in t.ids}
         if vanished:
             t.ids -= vanished
             for m in vanished:
