@@ -6,7 +6,9 @@ the store should show; `seek()` / `step()` move it (from any thread), and the ne
 what brings the store there:
 
 * forward by a few polls: the recorded deltas themselves, in order (new failures notify as they did);
-* backwards, or forward by many polls: a reset rebuilding the state at that time from the file
+* back by a few polls (no full load among them): one delta undoing them, with the tasks they touched as
+  they were then (cost in proportion to the changes undone, not to the history);
+* further, or across a full load: a reset rebuilding the state at that time from the file
   (the latest row of each task since the last full load, minus the tasks removed since).
 
 The cursor starts at the end: opening a recording shows the last state hubtop saw (a post-mortem
@@ -40,7 +42,7 @@ __all__ = ["ReplaySource", "NOT_RECORDED", "READ_ONLY_REASON"]
 NOT_RECORDED = "(not recorded)"
 READ_ONLY_REASON = "replay is read-only"
 _CHUNK = 10_000  # records per delta of a rebuild
-_MAX_FORWARD = 200  # forward jumps over more recorded polls than this are rebuilt instead of replayed
+_MAX_FORWARD = 200  # jumps over more recorded polls than this are rebuilt instead of replayed / undone
 _COLS = ", ".join(f"t.{c}" for c in TASK_COLUMNS)
 
 
@@ -202,10 +204,16 @@ class ReplaySource:
         try:
             if delivered == target_poll:
                 return
-            if delivered is not None and delivered < target_poll:
-                ((n,),) = self._q("SELECT count(*) FROM polls WHERE id > ? AND id <= ?", (delivered, target_poll))
-                if n <= _MAX_FORWARD:
+            if delivered is not None:
+                lo, hi = sorted((delivered, target_poll))
+                ((n, resets),) = self._q(
+                    "SELECT count(*), coalesce(sum(reset), 0) FROM polls WHERE id > ? AND id <= ?", (lo, hi))
+                if n <= _MAX_FORWARD and delivered < target_poll:
                     yield from self._replay(delivered, target_poll)
+                    self._delivered = target_poll
+                    return
+                if n <= _MAX_FORWARD and not resets:
+                    yield self._rewind(target_poll, delivered)
                     self._delivered = target_poll
                     return
             yield from self._rebuild(target_poll)
@@ -239,6 +247,44 @@ class ReplaySource:
                 warnings=json.loads(warnings) if warnings else [],
                 running=set(json.loads(running)) if running else None,
             )
+
+    def _rows_range(self, table: str, after: int, upto: int) -> tuple[int, int]:
+        """The rowids of `table` (tasks / removed) written by the polls after `after` up to `upto`."""
+        first, count = ("first_task", "upserts") if table == "tasks" else ("first_removed", "removals")
+        ((lo,),) = self._q(f"SELECT coalesce(max({first} + {count} - 1), 0) FROM polls WHERE id <= ? AND {count} > 0",
+                           (after,))
+        ((hi,),) = self._q(f"SELECT coalesce(max({first} + {count} - 1), 0) FROM polls WHERE id <= ? AND {count} > 0",
+                           (upto,))
+        return lo, hi
+
+    def _rewind(self, target: int, current: int) -> Delta:
+        """Undo the polls after `target` up to `current` (no reset among them): one delta with the
+        tasks they touched as they were at `target` (removed if they did not exist then)."""
+        touched: set[str] = set()
+        for table in ("tasks", "removed"):
+            lo, hi = self._rows_range(table, target, current)
+            if hi > lo:
+                touched.update(r[0] for r in self._q(f"SELECT msg_id FROM {table} WHERE rowid > ? AND rowid <= ?", (lo, hi)))
+        ((since,),) = self._q("SELECT coalesce(max(id), 0) FROM polls WHERE reset = 1 AND id <= ?", (target,))
+        ids = json.dumps(sorted(touched))
+        rows = self._q(
+            "WITH latest AS (SELECT t.msg_id, max(t.rowid) AS rid FROM tasks t "
+            "JOIN (SELECT value AS msg_id FROM json_each(?)) ids ON ids.msg_id = t.msg_id "
+            "WHERE t.poll >= ? AND t.poll <= ? GROUP BY t.msg_id) "
+            f"SELECT {_COLS} FROM latest JOIN tasks t ON t.rowid = latest.rid "
+            "WHERE NOT EXISTS (SELECT 1 FROM removed r WHERE r.msg_id = t.msg_id AND r.poll >= t.poll AND r.poll <= ?)",
+            (ids, since, target, target),
+        )
+        upserts = [row_to_record(r) for r in rows]
+        present = {r.msg_id for r in upserts}
+        running_json = self._latest("running", target)
+        return Delta(
+            upserts=upserts,
+            removed=sorted(touched - present),
+            engines=engines_from_json(self._latest("engines", target)),
+            queue=queue_from_json(self._latest("queue", target)),
+            running=set(json.loads(running_json)) if running_json else None,
+        )
 
     def _state_query(self, upto: int) -> tuple[str, tuple]:
         """SQL for the light fields of every task present right after poll `upto`."""
