@@ -39,6 +39,7 @@ __all__ = ["HubtopApp", "MainScreen", "make_app", "INTERVALS"]
 
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 UI_TICK = 0.25
+LIVE_FILTER_BUDGET = 0.15  # seconds: filters that apply slower than this wait for enter (no live apply)
 AGE_REPAINT = 5.0  # seconds between repaints of an idle table (its "submitted N min ago" cells)
 FAILURE_TOAST_EVERY = 10.0  # seconds between two "N new failures" toasts (a steady trickle is one toast per period)
 _DEFAULT_DESCENDING = {"submitted", "duration", "started", "completed", "received"}
@@ -608,7 +609,9 @@ class HubtopApp(App[None]):
     def _filter_applied(self, event: FilterBar.Applied) -> None:
         self.filter_text = event.text
         self._query_filter = event.filter
+        start = time.perf_counter()
         self._apply_view()
+        self._filter_bar().live = time.perf_counter() - start < LIVE_FILTER_BUDGET
 
     @on(FilterBar.Closed)
     def _filter_closed(self, event: FilterBar.Closed) -> None:

@@ -67,6 +67,9 @@ class FilterBar(Vertical):
         self.applied_text = ""
         self.error: str | None = None
         self._timer: Timer | None = None
+        # Apply valid queries while typing. The app turns it off when applying a filter is slow (a
+        # million tasks): then a query is applied on enter only, not on every pause in typing.
+        self.live = True
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="state:failed engine:3 label:fit* since:10m err:MemoryError -label:x", id="filter-input")
@@ -118,7 +121,7 @@ class FilterBar(Vertical):
         if self._timer is not None:
             self._timer.stop()
         result = self._check(event.value)
-        if result is not False:
+        if result is not False and self.live:
             self._timer = self.set_timer(DEBOUNCE, lambda: self._apply(event.value))
 
     @on(Input.Submitted, "#filter-input")
