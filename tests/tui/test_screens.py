@@ -606,6 +606,23 @@ async def test_help_lists_live_bindings_with_keymap():
         await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen))
 
 
+async def test_help_from_the_detail_lists_its_live_keys_first():
+    source = FakeSource(20)
+    app = make(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await open_detail(pilot, app, fake_failed(source)[0])
+        await pilot.press("question_mark")
+        help_screen = await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen)
+        titles = [title for title, _ in help_screen.groups()]
+        assert titles[0] == "This screen (Detail)"
+        assert "Task detail" not in titles  # not twice
+        first = dict((d, k) for k, d in help_screen.groups()[0][1])
+        assert first["Copy snippet"] == "y" and first["Help"] == "?"
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen))
+
+
 async def test_picker_dismisses_with_path_or_none(tmp_path):
     choices = [("default", None, tmp_path / "a.json", NOW.timestamp() - 120),
                ("work", "x1", tmp_path / "b.json", NOW.timestamp() - 7200)]

@@ -482,6 +482,7 @@ class DetailScreen(Screen[None]):
         Binding("right_square_bracket", "next_section", "Next section", show=False, id="detail.next_section"),
         Binding("left_square_bracket", "previous_section", "Prev section", show=False, id="detail.previous_section"),
         Binding("f5", "reload", "Reload", show=False, id="detail.reload"),
+        Binding("question_mark", "help", "Help", show=False, id="detail.help"),
     ]
 
     class Loaded(Message):
@@ -619,6 +620,11 @@ class DetailScreen(Screen[None]):
         self.query_one("#detail-status", Static).update(Text(text))
 
     # -- actions --
+
+    def action_help(self) -> None:
+        from .help import HelpScreen
+
+        self.app.push_screen(HelpScreen())
 
     def action_back(self) -> None:
         if self.has_class("-searching"):

@@ -70,6 +70,7 @@ class TriageScreen(Screen[None]):
         Binding("r", "resubmit", "Resubmit group", id="triage.resubmit"),
         Binding("p", "purge", "Purge group", id="triage.purge"),
         Binding("c", "copy_signature", "Copy signature", show=False, id="triage.copy_signature"),
+        Binding("question_mark", "help", "Help", show=False, id="triage.help"),
     ]
 
     def __init__(self) -> None:
@@ -146,6 +147,11 @@ class TriageScreen(Screen[None]):
     def action_back(self) -> None:
         self.dismiss(None)
 
+    def action_help(self) -> None:
+        from .help import HelpScreen
+
+        self.app.push_screen(HelpScreen())
+
     def _act(self, action: str) -> None:
         sig = self.current_signature()
         if sig is None:
@@ -179,6 +185,7 @@ class GroupTasksScreen(Screen[None]):
         Binding("enter", "detail", "Detail", id="group.detail"),
         Binding("r", "resubmit", "Resubmit", id="group.resubmit"),
         Binding("p", "purge", "Purge", id="group.purge"),
+        Binding("question_mark", "help", "Help", show=False, id="group.help"),
     ]
 
     LIMIT = 1_000  # rows listed (newest first); the actions still take the whole group
@@ -258,6 +265,11 @@ class GroupTasksScreen(Screen[None]):
 
     def action_back(self) -> None:
         self.dismiss(None)
+
+    def action_help(self) -> None:
+        from .help import HelpScreen
+
+        self.app.push_screen(HelpScreen())
 
     def action_resubmit(self) -> None:
         start_action(self.app, "resubmit", scopes=group_scopes(self.app, self.signature, "resubmit",
