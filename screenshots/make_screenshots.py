@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fake", action="store_true", help="use the fake source instead of a real cluster")
     parser.add_argument("--out", type=Path, default=ROOT / "screenshots", help="output directory")
     parser.add_argument("--size", default="140x40", help="terminal size WxH")
-    parser.add_argument("--workload-seconds", type=float, default=8.0, help="how long the demo workload runs")
+    parser.add_argument("--workload-seconds", type=float, default=15.0, help="how long the demo workload runs")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -527,8 +527,9 @@ class HubtopApp(App[None]):
             parts.append(f"Hub DB {self._caps.backend}")
         if self._caps.has_engines or engines:
             parts.append(f"engines {alive}/{len(engines)}")
-        self.title = f"hubtop · {self.source.name}"
-        self.sub_title = " · ".join(parts)
+        # the short facts first: a source name can be a long path + Hub URL and is cut on the right
+        self.title = "hubtop · " + " · ".join(parts)
+        self.sub_title = self.source.name
 
     def _empty_text(self) -> str:
         if self.poller is None or (self.poller.status.last_success is None and not self.store.total):

@@ -66,7 +66,8 @@ async def test_tab_labels_show_counts_with_thousands_separators(make_test_app) -
         assert tab_label(app, "pending") == f"1 Pending {counts['pending']:,}"
         assert tab_label(app, "succeeded") == f"2 Succeeded {counts['succeeded']:,}"
         assert "2,400 tasks" in status(app)
-        assert app.sub_title == "fake · Hub DB sqlite · engines 4/4"
+        assert app.title == "hubtop · fake · Hub DB sqlite · engines 4/4"
+        assert app.sub_title == "fake source"
 
 
 async def test_digits_switch_panes_and_the_table_follows(make_test_app) -> None:
