@@ -697,6 +697,14 @@ async def test_export_writes_the_view(tmp_path, monkeypatch):
         assert sorted(r["msg_id"] for r in rows) == fake_failed(source)
 
 
+def screen_text(app) -> str:
+    """The text of the screen as drawn (an SVG screenshot without its markup)."""
+    import html
+    import re
+
+    return html.unescape(re.sub(r"<[^>]+>", "", app.export_screenshot())).replace("\xa0", " ")
+
+
 # -- end to end: the real app on a real cluster --------------------------------------------------------
 
 
@@ -704,7 +712,7 @@ async def test_export_writes_the_view(tmp_path, monkeypatch):
 async def test_end_to_end_detail_resubmit_purge_on_a_real_cluster(fresh_cluster):
     from datasource.model import strip_ansi
     from datasource.sources.open import open_source
-    from tui.app import make_app
+    from tui.format import short_id
 
     cluster = fresh_cluster("sqlite", n=2, workload=True)
     w = cluster.workload
@@ -761,12 +769,16 @@ async def test_end_to_end_detail_resubmit_purge_on_a_real_cluster(fresh_cluster)
         app.select_task(done)
         await pilot.pause()
         assert app.cursor_id() == done
+        assert f"{short_id(done)} " in screen_text(app)  # the row is on screen
         await pilot.press("p")
         await choose_scope(pilot, app, "cursor")
         preview = await wait_for(pilot, lambda: isinstance(app.screen, PreviewScreen) and app.screen, what="preview")
         assert preview.preview.send == [done]
         await pilot.press("y")
         await wait_for(pilot, lambda: app.store.get(done) is None, timeout=30, what="the purged row gone")
+        await wait_for(pilot, lambda: not isinstance(app.screen, PreviewScreen))
+        await pilot.pause(0.2)
+        assert f"{short_id(done)} " not in screen_text(app)  # and gone from the screen
         assert any(n.startswith("purged 1 task") for n in notes), notes
         assert app.cursor_id() != done
         assert app.store.get(w.succeeded[1]) is not None  # nothing else went
