@@ -17,12 +17,12 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence, TextIO
+from typing import Any, Callable, Iterator, Sequence, TextIO
 
 from .model import TaskRecord, to_epoch
 from .store import SORT_COLUMNS, Filter, TaskStore, combine
 
-__all__ = ["export_view", "iter_view", "record_row", "FIELDS", "DEFAULT_FIELDS", "FORMATS", "ExportError"]
+__all__ = ["export_view", "iter_view", "record_row", "record_values", "FIELDS", "DEFAULT_FIELDS", "FORMATS", "ExportError"]
 
 # Every field a row can have, in output order; `duration` is derived (completed - started).
 FIELDS: tuple[str, ...] = (
@@ -64,20 +64,25 @@ def check_fields(fields: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(fields)
 
 
+def _getter(name: str) -> Callable[[TaskRecord], Any]:
+    if name == "state":
+        return lambda r: r.state.value
+    if name == "duration":
+        return lambda r: r.duration
+    if name in _TIMES:
+        return lambda r: None if (v := getattr(r, name)) is None else v.isoformat()
+    return lambda r: getattr(r, name)
+
+
+def record_values(fields: Sequence[str]) -> Callable[[TaskRecord], list[Any]]:
+    """A function: record -> its plain values for `fields` (times ISO-8601 UTC, the state as its name)."""
+    getters = [_getter(f) for f in fields]
+    return lambda rec: [g(rec) for g in getters]
+
+
 def record_row(rec: TaskRecord, fields: Sequence[str]) -> dict[str, Any]:
-    """One record as plain values: times as ISO-8601 UTC strings, the state as its name."""
-    row: dict[str, Any] = {}
-    for name in fields:
-        if name == "state":
-            value: Any = rec.state.value
-        elif name == "duration":
-            value = rec.duration
-        else:
-            value = getattr(rec, name)
-            if name in _TIMES and value is not None:
-                value = value.isoformat()
-        row[name] = value
-    return row
+    """One record as a dict of plain values: times as ISO-8601 UTC strings, the state as its name."""
+    return dict(zip(fields, record_values(fields)(rec)))
 
 
 def _sort_value(rec: TaskRecord, sort: str) -> Any:
@@ -173,18 +178,20 @@ def export_view(
     rows = iter_view(store, where, sort=sort, descending=descending, limit=limit, page=page)
     n = 0
     with _open(path) as out:
+        values = record_values(cols)
         if fmt == "csv":
-            writer = csv.DictWriter(out, fieldnames=cols, lineterminator="\n")
-            writer.writeheader()
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(cols)
             for rec in rows:
-                writer.writerow(record_row(rec, cols))
+                writer.writerow(values(rec))
                 n += 1
         else:
             buf = io.StringIO()
+            dumps = json.JSONEncoder(ensure_ascii=False).encode
             out.write("[")
             for rec in rows:
                 buf.write(",\n" if n else "\n")
-                json.dump(record_row(rec, cols), buf, ensure_ascii=False)
+                buf.write(dumps(dict(zip(cols, values(rec)))))
                 n += 1
                 if buf.tell() > 1 << 16:
                     out.write(buf.getvalue())
