@@ -163,6 +163,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         print(f"hubtop demo: starting a {args.backend} cluster with {args.engines} engines...", file=sys.stderr, flush=True)
         demo.start()
         print(f"hubtop demo: cluster ready: {demo.connection_file}", flush=True)
+        if args.backend == "mongodb":
+            print(f"hubtop demo: tasks in {args.mongo_uri.rstrip('/')}/{demo.cluster.mongo_database}", flush=True)
         if args.no_ui:
             deadline = None if args.duration is None else time.monotonic() + args.duration
             while deadline is None or time.monotonic() < deadline:

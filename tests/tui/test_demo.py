@@ -225,3 +225,35 @@ def test_demo_without_ipyparallel_says_how_to_install():
     assert r.returncode == 1
     assert r.stderr.strip() == ("hubtop: error: hubtop demo needs ipyparallel: pip install 'hubtop[demo]' "
                                 "(from a checkout: pip install -e '.[demo]')")
+
+
+def test_demo_mongodb_backend(mongo_uri):
+    proc = subprocess.Popen([*HUBTOP, "demo", "--no-ui", "--engines", "1", "--rate", "4", "--seed", SEED,
+                             "--backend", "mongodb", "--mongo-uri", mongo_uri], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    started: list[psutil.Process] = []
+    try:
+        conn = _wait_ready(proc)
+        started = _descendants(proc.pid)
+        url = proc.stdout.readline().split("tasks in", 1)[1].strip()
+        assert url.startswith(mongo_uri.rstrip("/")) and "/hubtop-demo-" in url
+        deadline = time.monotonic() + 60
+        while True:
+            r = subprocess.run([*HUBTOP, "snapshot", url, "--hub", str(conn), "--json"], capture_output=True,
+                               text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+            snap = json.loads(r.stdout)
+            if snap["total"] >= 10:
+                break
+            assert time.monotonic() < deadline, snap
+            time.sleep(1)
+        assert snap["source"]["kind"] == "mongodb" and len(snap["engines"]) == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(40) == 128 + signal.SIGTERM
+        assert _alive(started) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _kill_all(started)
+        proc.stdout.close()
+        proc.stderr.close()
