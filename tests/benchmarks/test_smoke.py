@@ -1,0 +1,65 @@
+"""The benchmark still runs end to end (N=2000, a real Hub): a well-formed table and JSON. No timing asserts."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+ROWS = (
+    "floor: sqlite3 CLI, tasks by state",
+    "Client.db_query, light fields (Hub)",
+    "same db_request, no client parsing",
+    "hubtop tasks.db: counts + first page painted",
+    "poll with 100 changes: hubtop work per poll",
+    "keystroke -> repaint: all kinds",
+    "resident memory (after load / peak)",
+    "HubSource first full load (--no-direct)",
+    "slowest single Hub request",
+    "throughput of trivial tasks, hubtop on",
+    "queue_request latency, hubtop on-busy",
+)
+
+
+@pytest.mark.timeout(600)
+def test_runner_produces_a_well_formed_table(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "-n", "2000", "--quick", "--cache", str(tmp_path / "cache"),
+         "--json", str(out)],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=560,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["what", "N", "value", "ratios", "target"]
+    assert set(lines[1]) <= {"|", "-"}
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert all(len(row) == 5 and row[1] == "2k" and row[2] for row in cells)
+    whats = [row[0] for row in cells]
+    for row in ROWS:
+        assert row in whats, f"missing row {row!r}"
+    targets = [row[4] for row in cells if row[4]]
+    assert targets and all(t.endswith((" OK", " MISSED")) for t in targets)
+
+    data = json.loads(out.read_text())
+    size = data["sizes"]["2k"]
+    assert size["expected"]["all"] == 2000
+    app = size["app"]
+    assert app["tasks"] >= 2000 and app["source_kind"] == "sqlite"
+    for key in ("first_paint_s", "loaded_s", "idle_cpu_pct", "poll_work_ms", "rss_mb"):
+        assert math.isfinite(app[key]) and app[key] >= 0, key
+    assert app["keys"]["all"]["n"] > 0
+    hub = size["hub"]
+    assert hub["db_query_s"] > 0 and hub["db_request_raw_s"] > 0
+    assert hub["hub_source"]["tasks"] == 2000 and hub["hub_source"]["ok"]
+    assert "(direct)" in hub["which"]["direct"] and hub["which"]["no_direct"].startswith("HubSource")
+    gentle = hub["gentle"]
+    assert gentle["throughput_off"] > 0 and gentle["throughput_on"] > 0
+    assert gentle["latency"]["on-busy"]["n"] > 0
