@@ -27,6 +27,7 @@ ROWS = (
 )
 
 
+@pytest.mark.cluster
 @pytest.mark.timeout(600)
 def test_runner_produces_a_well_formed_table(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
