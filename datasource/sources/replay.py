@@ -127,6 +127,11 @@ class ReplaySource:
         return [self._sessions[k] for k in sorted(self._sessions)]
 
     def capabilities(self) -> Capabilities:
+        if self._db is None:
+            try:
+                self.open()  # what was recorded decides (engines, running): read it before the first poll
+            except SourceError:
+                pass  # open() / sync() report it
         session = self._session_at(self._cursor) if self._steps else None
         caps = session.capabilities if session else {}
         warnings = [str(w) for w in caps.get("warnings") or []]

@@ -362,3 +362,13 @@ def test_post_mortem_of_a_dictdb_hub(fresh_cluster, tmp_path: Path) -> None:
     replay_poller.step()
     assert replay_store.total == len(cluster.workload.all)
     replay_poller.close()
+
+
+def test_capabilities_before_open_are_the_recorded_ones(recording, tmp_path: Path) -> None:
+    path, _, _ = recording
+    caps = ReplaySource(path).capabilities()  # an app asks before its first poll
+    assert caps.has_engines and caps.backend == "sqlite" and caps.read_only
+    missing = ReplaySource(tmp_path / "nope.db")
+    assert missing.capabilities().kind == "replay"  # never raises; open() says what is wrong
+    with pytest.raises(SourceError, match="no such recording file"):
+        missing.open()
