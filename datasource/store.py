@@ -183,7 +183,7 @@ _UPSERT = (
     + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:] + ("signature", "gen"))
 )
 
-CACHE_MB = 48  # SQLite page cache of the store (see TaskStore.__init__)
+CACHE_MB = 32  # SQLite page cache of the store (see TaskStore.__init__)
 
 _LEADING_PENDING = re.compile(r"^(\(*)" + re.escape(PANES["pending"][0]))  # combine() adds the parentheses
 
@@ -293,9 +293,10 @@ class TaskStore:
     def __init__(self, path: str = "", cache_mb: int = CACHE_MB) -> None:
         # path "": SQLite's private temporary file, deleted on close. Only `cache_mb` of its pages stay in
         # this process (a million tasks with their indexes take ~1 GB; the OS page cache keeps the rest
-        # warm, and it is not ours to count). ":memory:" keeps everything in the process.
+        # warm, and it is not ours to count). ":memory:" keeps everything in the process. temp_store FILE:
+        # a sort or GROUP BY over a million rows spills to a temporary file instead of growing the process.
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY;")
+        self._db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = FILE;")
         self._db.execute(f"PRAGMA cache_size = {-1024 * int(cache_mb)}")
         self._db.executescript(_SCHEMA)
         install_sql_functions(self._db)  # REGEXP, for `$regex` filters
