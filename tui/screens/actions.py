@@ -19,7 +19,7 @@ from rich.text import Text
 from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, RadioButton, RadioSet, Static
 from textual.widgets.option_list import Option
@@ -44,6 +44,7 @@ __all__ = [
 
 ACTIONS = ("resubmit", "purge")
 _ID_PREVIEW = 8  # ids listed in the preview
+_CHROME = 12  # rows of the preview dialog around its details: border, padding, title, buttons, hint
 
 
 @dataclass
@@ -151,6 +152,7 @@ class _Dialog(ModalScreen):
     _Dialog > Vertical {
         width: 84; max-width: 95%; height: auto; max-height: 90%;
         border: thick $primary; background: $surface; padding: 1 2;
+        overflow-y: auto;  /* a long preview scrolls instead of hiding its buttons on a small terminal */
     }
     _Dialog .title { text-style: bold; margin-bottom: 1; }
     _Dialog .hint { color: $text-muted; margin-top: 1; }
@@ -255,30 +257,10 @@ class PreviewScreen(_Dialog):
         verb = self.action_name.capitalize()
         with Vertical():
             yield Label(f"{verb} {_plural(n_send, 'task')}?", classes="title", id="preview-title")
-            summary = Text(p.summary())
-            summary.highlight_regex(r"(?m)^  ! .*$", "yellow")
-            summary.highlight_regex(r"(?m)^  not possible: .*$", "bold red")
-            yield Static(summary, id="preview-summary")
-            body = Text()
-            body.append(f"\n{n_send:,} to send", style="bold")
-            body.append(f"  ·  {n_pending:,} pending", style="bold yellow" if n_pending else "")
-            if n_pending:
-                twice = ", it runs twice" if n_pending == 1 else ", they run twice"
-                body.append(", left out" if self.action_name == "purge" else twice, style="yellow")
-            n_engines = _count(p.engines)
-            body.append(f"  ·  engine{'' if n_engines == 1 else 's'} {_engines_text(p.engines)}\n")
-            if self.sample:
-                body.append("\n")
-                width = max(len(rec.msg_id) for rec in self.sample)
-                for rec in self.sample:
-                    body.append(f"  {rec.msg_id:<{width}}  ")
-                    body.append(rec.state.value, style=_state_style(rec.state.value))
-                    if rec.ename:
-                        body.append(f"  {rec.ename}", style="red")
-                    body.append("\n")
-                if n_send > len(self.sample):
-                    body.append(f"  … and {n_send - len(self.sample):,} more\n", style="dim")
-            yield Static(body, id="preview-body")
+            scroll = VerticalScroll(id="preview-scroll")
+            scroll.can_focus = False
+            with scroll:
+                yield from self._details(p, n_send, n_pending)
             with Horizontal(classes="buttons"):
                 if p.allowed and n_send:
                     yield Button(f"{verb} {n_send:,} (y)", variant="error" if self.action_name == "purge" else "primary",
@@ -286,13 +268,48 @@ class PreviewScreen(_Dialog):
                 yield Button("Cancel (n)", id="cancel")  # focused: enter alone never sends
             yield Label("y: confirm   n / escape: cancel", classes="hint")
 
+    def _details(self, p: Any, n_send: int, n_pending: int) -> ComposeResult:
+        summary = Text(p.summary())
+        summary.highlight_regex(r"(?m)^  ! .*$", "yellow")
+        summary.highlight_regex(r"(?m)^  not possible: .*$", "bold red")
+        yield Static(summary, id="preview-summary")
+        body = Text()
+        body.append(f"\n{n_send:,} to send", style="bold")
+        body.append(f"  ·  {n_pending:,} pending", style="bold yellow" if n_pending else "")
+        if n_pending:
+            twice = ", it runs twice" if n_pending == 1 else ", they run twice"
+            body.append(", left out" if self.action_name == "purge" else twice, style="yellow")
+        n_engines = _count(p.engines)
+        body.append(f"  ·  engine{'' if n_engines == 1 else 's'} {_engines_text(p.engines)}\n")
+        if self.sample:
+            body.append("\n")
+            width = max(len(rec.msg_id) for rec in self.sample)
+            for rec in self.sample:
+                body.append(f"  {rec.msg_id:<{width}}  ")
+                body.append(rec.state.value, style=_state_style(rec.state.value))
+                if rec.ename:
+                    body.append(f"  {rec.ename}", style="red")
+                body.append("\n")
+            if n_send > len(self.sample):
+                body.append(f"  … and {n_send - len(self.sample):,} more\n", style="dim")
+        yield Static(body, id="preview-body")
+
     DEFAULT_CSS = """
+    PreviewScreen #preview-scroll { height: auto; }
     PreviewScreen .buttons { height: auto; margin-top: 1; }
     PreviewScreen Button { margin-right: 2; }
     """
 
     def on_mount(self) -> None:
+        self._fit()
         self.query_one("#cancel", Button).focus()
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        # CSS has no calc(): the details scroll within what the title, buttons and hint leave of 90% height.
+        self.query_one("#preview-scroll").styles.max_height = max(4, int(self.size.height * 0.9) - _CHROME)
 
     @on(Button.Pressed, "#confirm")
     def _confirm_button(self) -> None:
