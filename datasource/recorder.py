@@ -332,6 +332,7 @@ class Recorder:
         self._last_engines: str | None = None
         self._last_queue: str | None = None
         self._last_running: str | None = None
+        self._in_load = False  # the last recorded delta said more of its load follows
         if self.path.is_dir():
             raise SourceError(f"cannot record to {self.path}: it is a directory")
         if not self.path.parent.is_dir():
@@ -467,9 +468,9 @@ class Recorder:
         running = item.running
         if running is not None and running == self._last_running:
             running = None
-        if not (item.upserts or item.removed or item.warnings or delta.reset or delta.loading
+        if not (item.upserts or item.removed or item.warnings or delta.reset or delta.loading or self._in_load
                 or engines is not None or queue_json is not None or running is not None):
-            return  # nothing changed: not a state change
+            return  # nothing changed: not a state change (but the delta ending a load is: the state is complete)
         now = item.t
         db.execute("BEGIN IMMEDIATE")  # the write lock first: this poll's rows get consecutive rowids
         try:
@@ -503,6 +504,7 @@ class Recorder:
             self._last_queue = queue_json
         if running is not None:
             self._last_running = running
+        self._in_load = bool(delta.loading)
         self.deltas_written += 1
         self.rows_written += len(item.upserts)
 

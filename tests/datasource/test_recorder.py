@@ -234,3 +234,15 @@ def test_write_costs_the_poll_thread_little(tmp_path: Path) -> None:
     recorder.close()
     assert recorder.rows_written == 20_000 and recorder.error is None
     assert statistics.median(costs) < 0.001, statistics.median(costs)
+
+
+def test_an_empty_delta_that_ends_a_load_is_recorded(tmp_path: Path) -> None:
+    """SQLiteSource ends its first load with an empty delta (loading=False): without it no state is complete."""
+    path = tmp_path / "rec.db"
+    recorder = Recorder(path, clock=Clock())
+    recorder.write(Delta(upserts=[make_record(1), make_record(2)], reset=True, loading=True, done=2, total=2))
+    recorder.write(Delta(done=2, total=2))  # the end of the load, nothing else
+    recorder.write(Delta())  # an idle poll: not recorded
+    recorder.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT reset, loading, upserts FROM polls ORDER BY id").fetchall() == [(1, 1, 2), (0, 0, 0)]

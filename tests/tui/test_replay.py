@@ -67,3 +67,32 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
     record(path)
     assert main(["replay", str(path), "--at", "last tuesday"]) == 2
     assert "--at" in capsys.readouterr().err
+
+
+async def test_record_flag_then_replay(tmp_path: Path, clock) -> None:
+    """`hubtop SOURCE --record FILE` (the CLI's build_app) records what the dashboard polls; replay shows it."""
+    import datasource.sources.replay  # noqa: F401
+    from tests.datasource import dbfixtures as fx
+    from tui.cli import build_app, parse
+    from tui.config import Config
+
+    db = tmp_path / "tasks.db"
+    fx.write_sqlite(db, fx.make_records(120, seed=9))
+    rec = tmp_path / "session.rec"
+    _, args = parse([str(db), "--record", str(rec)])
+    app = build_app(args, Config())
+    app.autopoll = False
+    async with app.run_test(size=SIZE) as pilot:
+        await app.poll_once()
+        await pilot.pause()
+        assert app.store.total == 120
+        live = sorted((r.msg_id, r.state.value) for r in app.store.page(limit=1000))
+        await pilot.press("q")
+    recorder = app.source.recorder
+    assert (recorder.deltas_written, recorder.error, recorder.recording) == (2, None, False)  # load + its end; closed
+    source = ReplaySource(rec)
+    store = TaskStore()
+    out = Poller(source, store).step()
+    assert out.status.state == "connected", out.status.message
+    assert sorted((r.msg_id, r.state.value) for r in store.page(limit=1000)) == live
+    assert source.sessions[0].kind == "sqlite"
