@@ -311,6 +311,7 @@ class TaskStore:
         self.load_done = 0
         self.load_total: int | None = None
         self._load_counts: dict[str, int] | None = None  # Delta.counts of the load under way
+        self._memos: dict[tuple, tuple[int, object]] = {}  # filtered scans of the current version
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -432,7 +433,29 @@ class TaskStore:
             where_sql = "1" if sql == "resub" else sql
             return self._query(f"SELECT coalesce(sum({column}), 0) FROM agg WHERE {where_sql}", params)[0][0]
         sql, params = self._narrow(combine(where))
-        return self._query(f"SELECT count(*) FROM tasks WHERE {sql}", params)[0][0]
+        return self._memo("count", sql, params,
+                          lambda: self._query(f"SELECT count(*) FROM tasks WHERE {sql}", params)[0][0])
+
+    def _memo(self, kind: str, sql: str, params: Sequence[object], compute):
+        """A filtered scan's result, kept until the store changes: a filter applied at 1M tasks is read by
+        the table, the pane counts and the engine list in the same frame (each scan ~50-300 ms)."""
+        version = self.version
+        key = (kind, sql, tuple(params))
+        hit = self._memos.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        value = compute()
+        if len(self._memos) > 64:
+            self._memos.clear()
+        self._memos[key] = (version, value)
+        return value
+
+    def _grouped(self, sql: str, params: Sequence[object]) -> list[tuple]:
+        """(engine_uuid, state, count, resubmitted count) of the tasks matching a filter: one scan serves
+        counts() and engine_counts()."""
+        return self._memo("grouped", sql, params, lambda: self._query(
+            f"SELECT engine_uuid, state, count(*), count(resubmitted) FROM tasks WHERE {sql} "
+            "GROUP BY engine_uuid, state", params))
 
     def counts(self, where: Filter | None = None) -> dict[str, int]:
         """Tasks per pane (pending includes queued and running; resubmitted counts originals)."""
@@ -444,9 +467,7 @@ class TaskStore:
         if sql == "1":
             rows = self._query("SELECT state, sum(n), sum(resub) FROM agg GROUP BY state HAVING sum(n) > 0")
         else:
-            rows = self._query(
-                f"SELECT state, count(*), count(resubmitted) FROM tasks WHERE {sql} GROUP BY state", params
-            )
+            rows = [(state, n, resubmitted) for _, state, n, resubmitted in self._grouped(sql, params)]
         out = {pane: 0 for pane in PANES}
         for state, n, resubmitted in rows:
             out[state] = out.get(state, 0) + n
@@ -464,9 +485,7 @@ class TaskStore:
             for engine, state, n in self._query("SELECT engine, state, n FROM agg WHERE n > 0"):
                 out.setdefault(engine or None, {})[state] = n
             return out
-        for uuid, state, n in self._query(
-            f"SELECT engine_uuid, state, count(*) FROM tasks WHERE {sql} GROUP BY engine_uuid, state", params
-        ):
+        for uuid, state, n, _ in self._grouped(sql, params):
             out.setdefault(uuid, {})[state] = n
         return out
 

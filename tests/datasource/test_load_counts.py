@@ -64,3 +64,23 @@ def _records(n: int):
     from datasource.model import normalize_record
 
     yield [normalize_record(raw) for raw in fx.make_records(n, seed=9)]
+
+
+def test_filtered_counts_are_fresh_after_each_change():
+    """Filtered scans are memoized per store version: a change is never hidden by the memo."""
+    import dataclasses
+
+    from datasource.model import State
+    from datasource.store import pane_filter
+
+    store = TaskStore()
+    records = [r for d in _records(200) for r in d]
+    store.apply(Delta(upserts=records, reset=True))
+    where = ("state = ?", ("failed",))
+    before = (store.counts(where), store.engine_counts(where), store.count(combine(pane_filter("failed"), where)))
+    assert before == (store.counts(where), store.engine_counts(where), store.count(combine(pane_filter("failed"), where)))
+    victim = next(r for r in records if r.state is not State.FAILED)
+    store.apply(Delta(upserts=[dataclasses.replace(victim, state=State.FAILED)]))
+    assert store.counts(where)["failed"] == before[0]["failed"] + 1
+    assert sum(sum(v.values()) for v in store.engine_counts(where).values()) == before[0]["failed"] + 1
+    assert store.count(combine(pane_filter("failed"), where)) == before[2] + 1
