@@ -312,6 +312,7 @@ class TaskStore:
         self.load_total: int | None = None
         self._load_counts: dict[str, int] | None = None  # Delta.counts of the load under way
         self._memos: dict[tuple, tuple[int, object]] = {}  # filtered scans of the current version
+        self._stale_rows = False  # the load under way replaces rows held before it
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -325,6 +326,8 @@ class TaskStore:
                 if delta.reset:
                     self._gen += 1
                     self._loading_reset = True
+                    # nothing older can remain after a first load: skip the final scan (1M rows: ~1 s locked)
+                    self._stale_rows = db.execute("SELECT 1 FROM tasks LIMIT 1").fetchone() is not None
                 bulk = self._loading_reset
                 if delta.engines is not None:
                     self._merge_engines(delta.engines)
@@ -372,8 +375,9 @@ class TaskStore:
                     self.load_total = delta.total
                 if self._loading_reset and not delta.loading:
                     # The (re)load is complete: whatever was not delivered again is gone.
-                    cur = db.execute("DELETE FROM tasks WHERE gen < ?", (self._gen,))
-                    result.removed += cur.rowcount
+                    if self._stale_rows:
+                        cur = db.execute("DELETE FROM tasks WHERE gen < ?", (self._gen,))
+                        result.removed += cur.rowcount
                     self._loading_reset = False
                     self.loading = False
                     self._load_counts = None
