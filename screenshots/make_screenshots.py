@@ -95,7 +95,9 @@ async def shoot(app: Any, out: Path, size: tuple[int, int], real: bool) -> list[
             await pilot.pause(0.5)
         if real:
             await app.poll_once()
+        await pilot.press(str(app.panes.index("all") + 1))  # the dashboard on All: every state at once
         await pilot.pause()
+        await app.settle()
         save(SHOTS[0])
 
         failed = app.panes.index("failed") + 1

@@ -8,7 +8,6 @@ re-reads counts and the visible rows when `store.version` moved (every 0.25 s, a
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -512,7 +511,8 @@ class HubtopApp(App[None]):
     async def settle(self, timeout: float = 30.0) -> None:
         """Wait until the counts of the current view are shown (tests; scripts taking screenshots)."""
         deadline = time.monotonic() + timeout
-        while self._agg_pending is not None and time.monotonic() < deadline:
+        while (self._agg_pending is not None or (self._main_ready() and self._table().loading)) \
+                and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0)
 
@@ -578,16 +578,7 @@ class HubtopApp(App[None]):
         return self._total
 
     def _apply_view(self, *, cursor_id: str | None | bool = False) -> None:
-        table = self._table()
-        try:
-            table.set_view(self.table_filter(), cursor_id=cursor_id)
-        except sqlite3.Error as exc:
-            # A query the store cannot run (e.g. a function it lacks): show it, drop the filter.
-            bar = self._filter_bar()
-            bar.show_error(self.filter_text, Exception(f"cannot run this filter: {exc}"))
-            self._query_filter = None
-            self.filter_text = ""
-            table.set_view(self.table_filter(), cursor_id=cursor_id)
+        self._table().set_view(self.table_filter(), cursor_id=cursor_id)  # store errors: _query_failed
         # counts and engine rows are cached by (store version, filter): a pane switch re-reads neither
         self.refresh_views(force=True)
 
@@ -614,6 +605,16 @@ class HubtopApp(App[None]):
         self._apply_view()
         self._filter_bar().live = time.perf_counter() - start < LIVE_FILTER_BUDGET
 
+    @on(TaskTable.QueryFailed)
+    def _query_failed(self, event: TaskTable.QueryFailed) -> None:
+        """A filter the store cannot run (e.g. a function SQLite lacks): say so under the input, drop it."""
+        bar = self._filter_bar()
+        bar.show_error(self.filter_text, Exception(f"cannot run this filter: {event.error}"))
+        bar.applied_text = ""
+        self._query_filter = None
+        self.filter_text = ""
+        self._apply_view()
+
     @on(FilterBar.Closed)
     def _filter_closed(self, event: FilterBar.Closed) -> None:
         self._table().focus()
@@ -624,9 +625,9 @@ class HubtopApp(App[None]):
 
     @on(SortRequested)
     def _sort_requested(self, event: SortRequested) -> None:
-        table = self._table()
-        if event.column == table.sort:
-            self._set_sort(table.sort, not table.descending)
+        sort, descending = self._table().requested_sort
+        if event.column == sort:
+            self._set_sort(sort, not descending)
         else:
             self._set_sort(event.column, event.column in _DEFAULT_DESCENDING)
 
@@ -640,9 +641,7 @@ class HubtopApp(App[None]):
         self.push_screen(DetailScreen(event.msg_id))
 
     def _set_sort(self, column: str, descending: bool) -> None:
-        table = self._table()
-        table.set_view(table.where, sort=column, descending=descending)
-        table.refresh()
+        self._table().set_view(self.table_filter(), sort=column, descending=descending)
 
     # -- actions --------------------------------------------------------------------------------
 
@@ -671,14 +670,14 @@ class HubtopApp(App[None]):
         self.screen.focus_next()
 
     def action_sort_next(self) -> None:
-        table = self._table()
+        sort, _ = self._table().requested_sort
         keys = [c.key for c in COLUMNS]
-        column = keys[(keys.index(table.sort) + 1) % len(keys)] if table.sort in keys else keys[0]
+        column = keys[(keys.index(sort) + 1) % len(keys)] if sort in keys else keys[0]
         self._set_sort(column, column in _DEFAULT_DESCENDING)
 
     def action_sort_reverse(self) -> None:
-        table = self._table()
-        self._set_sort(table.sort, not table.descending)
+        sort, descending = self._table().requested_sort
+        self._set_sort(sort, not descending)
 
     def action_slower(self) -> None:
         bigger = [i for i in INTERVALS if i > self.interval]

@@ -512,3 +512,36 @@ async def test_q_quits(make_test_app) -> None:
         await pilot.press("q")
         await pilot.pause(0.3)
         assert not app.is_running
+
+
+async def test_a_filter_the_store_cannot_run_is_reported_and_dropped(make_test_app) -> None:
+    app, _ = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        bar = app.screen_main().query_one(FilterBar)
+        app.set_filter('{"label": {"$regex": "fit"}}')  # REGEXP: a function the store's SQLite may lack
+        await settled(app, pilot)
+        if app.filter_text:  # the store registers REGEXP: the filter simply works
+            assert {r.label for r in table(app).visible_records()} <= {"fit-0", "fit-1", "fit-2"}
+        else:
+            assert bar.error is not None and "cannot run this filter" in bar.error
+            assert tab_label(app, "all") == "6 All 200"
+
+
+async def test_big_store_rereads_in_a_worker_and_keys_keep_working(make_test_app) -> None:
+    app, _ = make_test_app(n=60_000)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        await pilot.press("6")
+        await settled(app, pilot)
+        t = table(app)
+        assert t.row_count == 60_000 and t.SYNC_ROWS < 60_000
+        app.set_filter("ValueError")
+        await pilot.pause()
+        assert t.loading or t.row_count < 60_000
+        await pilot.press("down", "down")  # served from the rows on screen meanwhile
+        await settled(app, pilot)
+        assert not t.loading
+        assert t.row_count == app.store.count(("ename = ?", ("ValueError",)))
+        assert all(r.ename == "ValueError" for r in t.visible_records())
+        assert tab_label(app, "all") == f"6 All {t.row_count:,}"

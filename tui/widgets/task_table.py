@@ -8,6 +8,7 @@ The cursor is a msg_id first and an index second: after every store change the i
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
@@ -17,6 +18,7 @@ from rich.style import Style
 from textual import events
 from textual.binding import Binding
 from textual.geometry import Region, Size
+from textual.message import Message
 from textual.reactive import var
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -126,6 +128,21 @@ class TaskTable(ScrollView, can_focus=True):
     ]
 
     cursor_row: var[int] = var(0, init=False)
+    SYNC_ROWS = 50_000  # stores up to this many tasks are re-read on the UI thread; bigger ones in a worker
+
+    class ViewLoaded(Message):
+        """A re-read done in a worker (internal)."""
+
+        def __init__(self, token: int, request: tuple, result: dict) -> None:
+            super().__init__()
+            self.token, self.request, self.result = token, request, result
+
+    class QueryFailed(Message):
+        """The store could not run the view's filter (e.g. a function SQLite lacks): one line."""
+
+        def __init__(self, error: str) -> None:
+            super().__init__()
+            self.error = error
 
     def __init__(
         self,
@@ -145,6 +162,10 @@ class TaskTable(ScrollView, can_focus=True):
         self.marks: set[str] = set()
         self.cursor_id: str | None = None
         self.empty_text = "no tasks"
+        self._target: tuple = (None, "submitted", True)  # (where, sort, descending) asked for
+        self._scroll_home = False
+        self._pending: int | None = None  # token of the re-read running in a worker
+        self._token = 0
         self.row_count = 0
         self._version = -1
         self._window_start = 0
@@ -165,42 +186,104 @@ class TaskTable(ScrollView, can_focus=True):
         cursor_id: str | None | bool = False,
     ) -> None:
         """Show another filter/sort. cursor_id: keep the current task (False), go to this one, or top (None)."""
-        self.where = where
-        if sort is not None:
-            self.sort = sort
-        if descending is not None:
-            self.descending = descending
+        self._target = (where, sort or self._target[1], self._target[2] if descending is None else descending)
+        self._scroll_home = cursor_id is None
         if cursor_id is not False:
             self.cursor_id = cursor_id  # type: ignore[assignment]
             if cursor_id is None:
-                self._set_cursor_row(0, scroll_home=True)
+                self.cursor_row = 0
         self.reload(force=True)
 
+    @property
+    def requested_sort(self) -> tuple[str, bool]:
+        """(column, descending) last asked for (the rows may still show the previous one while it loads)."""
+        return self._target[1], self._target[2]
+
+    @property
+    def loading(self) -> bool:
+        """A re-read runs in a worker (big stores): the rows shown are the previous ones until it lands."""
+        return self._pending is not None
+
     def reload(self, *, force: bool = False) -> bool:
-        """Re-read the count and the cursor position if the store changed. True if anything was re-read."""
+        """Re-read count, cursor position and visible rows if the store (or the view) changed.
+
+        Small stores are re-read here (< 20 ms); above SYNC_ROWS tasks in a thread worker, so a filter
+        that scans a million rows never blocks the keys: the previous rows stay until the new ones land.
+        True if a re-read happened or started."""
         version = self.store.version
-        if not force and version == self._version:
+        query = self._target
+        if not force and version == self._version and query == (self.where, self.sort, self.descending):
             return False
-        self._version = version
-        self._window_valid = False
+        request = (query, self.cursor_id, self.cursor_row, self._page_size(), self._scroll_home)
+        self._scroll_home = False
+        if self.row_count <= self.SYNC_ROWS and self.store.total <= self.SYNC_ROWS:
+            self._pending = None
+            self._install(request, self._read(request))
+        else:
+            self._token += 1
+            self._pending = self._token
+            token = self._token
+            self.run_worker(lambda: self._read_in_thread(token, request), thread=True, exclusive=True,
+                            group="task-table", exit_on_error=False, description="read the task table")
+        return True
+
+    def _page_size(self) -> int:
+        return max(self.scrollable_content_region.height, 10)
+
+    def _read(self, request: tuple) -> dict:
+        """count, cursor row and the window of rows around it (any thread: the store serialises)."""
+        (where, sort, descending), cursor_id, old_row, page, _ = request
+        try:
+            version = self.store.version  # read first: a change during the reads shows at the next reload
+            count = self.store.count(where)
+            row = self.store.position(cursor_id, where, sort=sort, descending=descending) if cursor_id else None
+            lost = row is None
+            if lost:  # the task left this view (or there was none): stay at the same place
+                row = min(old_row, max(0, count - 1))
+            start = max(0, row - page * 2)
+            window = self.store.page(where, sort=sort, descending=descending, offset=start, limit=page * 5)
+        except sqlite3.Error as exc:
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        if lost:
+            cursor_id = window[row - start].msg_id if start <= row < start + len(window) else None
+        return {"version": version, "count": count, "row": row, "cursor_id": cursor_id, "start": start, "window": window}
+
+    def _read_in_thread(self, token: int, request: tuple) -> None:
+        self.post_message(self.ViewLoaded(token, request, self._read(request)))
+
+    def on_task_table_view_loaded(self, message: "TaskTable.ViewLoaded") -> None:
+        message.stop()
+        if message.token != self._pending:
+            return  # superseded by a newer request
+        self._pending = None
+        self._install(message.request, message.result)
+
+    def _install(self, request: tuple, result: dict) -> None:
+        query, _, _, _, scroll_home = request
+        if "error" in result:
+            self._target = (self.where, self.sort, self.descending)
+            self.post_message(self.QueryFailed(result["error"]))
+            return
         old_row, old_scroll = self.cursor_row, int(self.scroll_y)
-        self.row_count = self.store.count(self.where)
+        same_view = query == (self.where, self.sort, self.descending)
+        self.where, self.sort, self.descending = query
+        self._version = result["version"]
+        self.row_count = result["count"]
         self._update_virtual_size()
-        row = None
-        if self.cursor_id is not None:
-            row = self.store.position(self.cursor_id, self.where, sort=self.sort, descending=self.descending)
-        if row is None:
-            # The task left this view (or there was none): stay at the same place.
-            row = min(old_row, max(0, self.row_count - 1))
-            record = self._record(row)
-            self.cursor_id = record.msg_id if record else None
-        if row != old_row and self._row_visible(old_row, old_scroll):
+        self._window_start, self._window, self._window_valid = result["start"], result["window"], True
+        self.fetches += 1
+        old_id, self.cursor_id = self.cursor_id, result["cursor_id"]
+        row = result["row"]
+        if scroll_home:
+            self.scroll_to(y=0, animate=False, force=True)
+        elif same_view and row != old_row and self._row_visible(old_row, old_scroll):
             # Keep the cursor on the same screen line while rows arrive above it.
             self.scroll_to(y=old_scroll + (row - old_row), animate=False, force=True)
         self.cursor_row = row
         self._scroll_cursor_visible()
         self.refresh()
-        return True
+        if self.cursor_id != old_id:
+            self.post_message(TaskHighlighted(self.cursor_id))
 
     def _record(self, index: int) -> TaskRecord | None:
         if index < 0 or index >= self.row_count:
