@@ -77,7 +77,7 @@ from .base import ActionRefused, Capabilities, Delta, NotATaskDatabase, SourceEr
 
 __all__ = ["SQLiteSource", "find_tables", "table_order_key", "hub_state", "learn_engine_ids"]
 
-CHUNK = 20_000  # rows per SELECT during a load: each statement stays short
+CHUNK = 5_000  # rows per SELECT and per store apply during a load: short statements, short store locks
 FIRST_CHUNK = 2_000  # the first SELECT of a load is small: the first page shows at once
 COUNT_SPAN = 50_000  # rowids per statement of the full-table scans (counting, resubmitted): ~0.05 s each
 PENDING_SLICE = 2_000  # pending rows re-read per sync without a Hub
