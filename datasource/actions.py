@@ -117,13 +117,14 @@ def preview(
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
     ids = list(dict.fromkeys(m for m in msg_ids if m))
-    records = {r.msg_id: r for r in store.get_many(ids)} if ids else {}
+    records = store.action_rows(ids) if ids else {}
     known = [m for m in ids if m in records]
     unknown = [m for m in ids if m not in records]
-    pending = [m for m in known if records[m].state.is_pending]
+    pending_states = {State.PENDING, State.QUEUED, State.RUNNING}
+    pending = [m for m in known if records[m].state in pending_states]
     warnings: list[str] = []
     if action == "purge":
-        send = [m for m in known if not records[m].state.is_pending]
+        send = [m for m in known if records[m].state not in pending_states]
         if pending:
             warnings.append(
                 f"{count_tasks(len(pending), 'pending task')} {'is' if len(pending) == 1 else 'are'} left out: "
