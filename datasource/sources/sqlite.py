@@ -846,8 +846,12 @@ class SQLiteSource:
         if described or gone:
             old_live = self._live_name()
             self._tables.update(described)
-            for name in gone:  # a dropped table: all its records are gone
-                delta.removed.extend(self._tables.pop(name).ids)
+            for name in gone:  # a dropped table: all its records are gone, and the status says why
+                ids = self._tables.pop(name).ids
+                delta.removed.extend(ids)
+                delta.warnings.append(
+                    f"table {name} was dropped: {len(ids):,} record{'s' if len(ids) != 1 else ''} disappeared"
+                )
             self._set_runs()
             if old_live in self._tables and self._tables[old_live].run is not None:
                 self._rerun.add(old_live)

@@ -191,8 +191,6 @@ def test_database_locked_is_retried_quietly(tmp_path: Path, caplog) -> None:
     assert errors_logged(caplog) == []
 
 
-@pytest.mark.xfail(strict=True, reason="SQLiteSource drops the records of a vanished table silently (no warning); "
-                   "see docs/reliability.md")
 def test_task_table_dropped_while_polling(tmp_path: Path, caplog) -> None:
     """Someone drops the task table under hubtop: the records go, and the status must say why."""
     caplog.set_level(logging.INFO, logger="hubtop")
