@@ -20,31 +20,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TextIO
 
 from .model import TaskRecord, to_epoch
-from .store import SORT_COLUMNS, Filter, TaskStore, combine
+from .store import COLUMNS, SORT_COLUMNS, Filter, TaskStore, combine
 
 __all__ = ["export_view", "iter_view", "record_row", "record_values", "FIELDS", "DEFAULT_FIELDS", "FORMATS", "ExportError"]
 
-# Every field a row can have, in output order; `duration` is derived (completed - started).
-FIELDS: tuple[str, ...] = (
-    "msg_id",
-    "state",
-    "engine_id",
-    "engine_uuid",
-    "queue",
-    "label",
-    "client",
-    "submitted",
-    "started",
-    "completed",
-    "received",
-    "duration",
-    "ename",
-    "evalue",
-    "resubmitted",
-    "stdout_size",
-    "stderr_size",
-    "run",
-)
+# Every field a row can have, in output order: the store's columns.
+FIELDS: tuple[str, ...] = COLUMNS
 DEFAULT_FIELDS = FIELDS
 FORMATS = ("csv", "json")
 _TIMES = frozenset({"submitted", "started", "completed", "received"})

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .model import Engine, QueueStatus, State, TaskRecord, from_epoch, to_epoch
 from .sources.base import Capabilities, Delta, NotATaskDatabase, Source, SourceError
+from .store import COLUMNS
 
 __all__ = [
     "Recorder",
@@ -56,27 +57,8 @@ log = logging.getLogger("hubtop")
 FORMAT = "hubtop-recording"
 SCHEMA_VERSION = 1
 
-# The store's column contract (docs/architecture.md), in order.
-TASK_COLUMNS: tuple[str, ...] = (
-    "msg_id",
-    "state",
-    "engine_uuid",
-    "engine_id",
-    "queue",
-    "label",
-    "client",
-    "submitted",
-    "started",
-    "completed",
-    "received",
-    "duration",
-    "ename",
-    "evalue",
-    "resubmitted",
-    "stdout_size",
-    "stderr_size",
-    "run",
-)
+# The store's column contract (docs/architecture.md), in order. A change here needs a new SCHEMA_VERSION.
+TASK_COLUMNS: tuple[str, ...] = COLUMNS
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);

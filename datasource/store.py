@@ -29,6 +29,7 @@ __all__ = [
     "FailureGroup",
     "PANES",
     "SORT_COLUMNS",
+    "COLUMNS",
     "pane_filter",
     "engine_filter",
     "ids_filter",
@@ -68,7 +69,7 @@ SORT_COLUMNS: tuple[str, ...] = (
     "client",
 )
 
-_COLUMNS: tuple[str, ...] = (
+COLUMNS: tuple[str, ...] = (
     "msg_id",
     "state",
     "engine_uuid",
@@ -88,7 +89,7 @@ _COLUMNS: tuple[str, ...] = (
     "stderr_size",
     "run",
 )
-_SELECT = ", ".join(_COLUMNS)
+_SELECT = ", ".join(COLUMNS)
 
 _SCHEMA = f"""
 CREATE TABLE tasks (
@@ -178,9 +179,9 @@ def _agg_filter(where: "Filter | None") -> tuple[str, tuple] | None:
 
 
 _UPSERT = (
-    f"INSERT INTO tasks ({_SELECT}, signature, gen) VALUES ({', '.join('?' * (len(_COLUMNS) + 2))}) "
+    f"INSERT INTO tasks ({_SELECT}, signature, gen) VALUES ({', '.join('?' * (len(COLUMNS) + 2))}) "
     "ON CONFLICT(msg_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:] + ("signature", "gen"))
+    + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:] + ("signature", "gen"))
 )
 
 CACHE_MB = 32  # SQLite page cache of the store (see TaskStore.__init__)

@@ -42,8 +42,14 @@ def recorded(path: Path, n: int = 50, chunk: int = 20) -> tuple[FakeSource, Task
     return source, store, poller, recorder
 
 
-def test_columns_are_the_store_contract() -> None:
-    assert TASK_COLUMNS == store_module._COLUMNS
+def test_recording_holds_every_store_column(tmp_path: Path) -> None:
+    path = tmp_path / "rec.db"
+    *_, recorder = recorded(path, n=5)
+    recorder.close()
+    con = sqlite3.connect(path)
+    columns = [row[1] for row in con.execute("PRAGMA table_info(tasks)")]
+    con.close()
+    assert [c for c in columns if c in store_module.COLUMNS] == list(TASK_COLUMNS) == list(store_module.COLUMNS)
 
 
 def test_record_row_round_trip() -> None:
