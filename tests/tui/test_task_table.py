@@ -168,3 +168,25 @@ def test_ago_thousands_size_short_id() -> None:
     assert fmt.short_id("short_1_2", 16) == "short_1_2"
     assert fmt.error_text("ValueError", "bad\nvalue") == "ValueError: bad"
     assert fmt.age_seconds(0.42) == "0.4 s" and fmt.age_seconds(130) == "2 min"
+
+
+@pytest.mark.parametrize("sort", ["submitted", "duration", "label", "msg_id", "state", "engine_id"])
+@pytest.mark.parametrize("descending", [True, False])
+async def test_deep_rows_read_from_the_other_end_are_the_same_rows(sort: str, descending: bool) -> None:
+    store, _ = loaded_store(12_000)  # duration/label/engine_id have NULLs (pending tasks): the OFFSET path
+    app = TableApp(store)
+    async with app.run_test(size=(120, 20)) as pilot:
+        await pilot.pause()
+        table = app.query_one(TaskTable)
+        table.set_view(None, sort=sort, descending=descending)
+        await pilot.pause()
+        for start in (0, 6_000, 11_900, 11_990):
+            got = [r.msg_id for r in table._fetch(start, 60)]
+            want = [r.msg_id for r in store.page(None, sort=sort, descending=descending, offset=start, limit=60)]
+            assert got == want, (sort, descending, start)
+        done = ("state IN (?, ?, ?)", ("succeeded", "failed", "aborted"))  # no NULL durations: the mirror path
+        table.set_view(done, sort="duration", descending=descending)
+        await pilot.pause()
+        n = store.count(done)
+        got = [r.msg_id for r in table._fetch(n - 50, 60)]
+        assert got == [r.msg_id for r in store.page(done, sort="duration", descending=descending, offset=n - 50, limit=60)]

@@ -24,7 +24,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from datasource.model import TaskRecord
-from datasource.store import Filter, TaskStore
+from datasource.store import Filter, TaskStore, combine
 
 from .. import format as fmt
 from ..messages import SortRequested, TaskChosen, TaskHighlighted
@@ -292,15 +292,27 @@ class TaskTable(ScrollView, can_focus=True):
         if not self._window_valid or not (start <= index < start + len(self._window)):
             page = max(self.scrollable_content_region.height, 10)
             start = max(0, index - page * 2)
-            self._window = self.store.page(
-                self.where, sort=self.sort, descending=self.descending, offset=start, limit=page * 5
-            )
+            self._window = self._fetch(start, page * 5)
             self._window_start = start
             self._window_valid = True
             self.fetches += 1
             if not (start <= index < start + len(self._window)):
                 return None  # the store shrank under us; the next reload() fixes the count
         return self._window[index - start]
+
+    def _fetch(self, start: int, limit: int) -> list[TaskRecord]:
+        """Rows [start, start+limit) of the view. Deep in a big view (`end` at a million rows) SQLite's
+        OFFSET walks every row before `start`: read from the other end instead, in the reverse order,
+        when that order is the exact mirror (no NULLs in the sort column: they sort last both ways)."""
+        where, sort, descending = self.where, self.sort, self.descending
+        tail = self.row_count - start - limit
+        if start > 5_000 and tail < start:
+            nulls = 0 if sort in ("msg_id", "state") else self.store.count(combine(where, (f"{sort} IS NULL", ())))
+            if nulls == 0:
+                rows = self.store.page(where, sort=sort, descending=not descending, offset=max(0, tail),
+                                       limit=limit + min(0, tail))
+                return rows[::-1]
+        return self.store.page(where, sort=sort, descending=descending, offset=start, limit=limit)
 
     def visible_records(self) -> list[TaskRecord]:
         top = int(self.scroll_y)
