@@ -302,17 +302,30 @@ class TaskTable(ScrollView, can_focus=True):
 
     def _fetch(self, start: int, limit: int) -> list[TaskRecord]:
         """Rows [start, start+limit) of the view. Deep in a big view (`end` at a million rows) SQLite's
-        OFFSET walks every row before `start`: read from the other end instead, in the reverse order,
-        when that order is the exact mirror (no NULLs in the sort column: they sort last both ways)."""
+        OFFSET walks every row before `start`, so read from the far end in the mirrored order instead:
+        the non-NULL values (sort reversed, msg_id reversed), then the NULLs, which sort last both ways
+        and among themselves by msg_id."""
         where, sort, descending = self.where, self.sort, self.descending
-        tail = self.row_count - start - limit
-        if start > 5_000 and tail < start:
-            nulls = 0 if sort in ("msg_id", "state") else self.store.count(combine(where, (f"{sort} IS NULL", ())))
-            if nulls == 0:
-                rows = self.store.page(where, sort=sort, descending=not descending, offset=max(0, tail),
-                                       limit=limit + min(0, tail))
-                return rows[::-1]
-        return self.store.page(where, sort=sort, descending=descending, offset=start, limit=limit)
+        n = self.row_count
+        if start <= 5_000 or n - start - limit >= start:
+            return self.store.page(where, sort=sort, descending=descending, offset=start, limit=limit)
+        nulls = 0 if sort in ("msg_id", "state") else self.store.count(combine(where, (f"{sort} IS NULL", ())))
+        filled = n - nulls
+        rows: list[TaskRecord] = []
+        stop = min(start + limit, filled)
+        if start < stop:
+            part = combine(where, (f"{sort} IS NOT NULL", ())) if nulls else where
+            rows += self._mirrored(part, sort, descending, filled, start, stop)
+        first, last = max(start, filled), min(start + limit, n)
+        if first < last:
+            part = combine(where, (f"{sort} IS NULL", ()))
+            rows += self._mirrored(part, "msg_id", descending, nulls, first - filled, last - filled)
+        return rows
+
+    def _mirrored(self, where: Filter, sort: str, descending: bool, total: int, start: int, stop: int) -> list[TaskRecord]:
+        """Rows [start, stop) of `total` rows in (sort, descending) order, read as the reverse order's tail."""
+        rows = self.store.page(where, sort=sort, descending=not descending, offset=total - stop, limit=stop - start)
+        return rows[::-1]
 
     def visible_records(self) -> list[TaskRecord]:
         top = int(self.scroll_y)
