@@ -880,9 +880,11 @@ class SQLiteSource:
                 if slow:
                     self._scan_resubmitted(t, by_id, None)
                 else:
-                    known = set(t.resubmitted.values())
                     copies = [m for m, r in by_id.items() if r.run is None and r.client
-                              and not m.startswith(r.client + "_") and m not in known]
+                              and not m.startswith(r.client + "_")]
+                    if copies:  # the set of known copies only when there are candidates (1M rows: ~5 ms)
+                        known = set(t.resubmitted.values())
+                        copies = [m for m in copies if m not in known]
                     if copies:
                         self._scan_resubmitted(t, by_id, copies)
             elif slow and t.pending:
