@@ -211,7 +211,7 @@ async def run_app(spec: str, expected: dict, *, direct: bool, churn_k: int, keys
         now = time.perf_counter()
         out["first_paint_s"] = now - t_open
         out["first_paint_from_spawn_s"] = time.time() - t_spawn
-        out["title"] = app.title
+        out["title"] = f"{app.title} | {app.sub_title}"  # the header names the source (and "(direct)")
         while app.store.loading or app.polls < 1:
             await asyncio.sleep(0.02)
         out["loaded_s"] = time.perf_counter() - t_open
