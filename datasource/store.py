@@ -175,6 +175,15 @@ for _pane, (_sql, _params) in PANES.items():
     _AGG_WHERE[(f"({_sql})", tuple(_params))] = _agg_sql
 
 
+_WORDS = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+_STATE_ONLY_WORDS = {"state", "in", "and", "or", "not", "is", "null"}
+
+
+def _state_only(sql: str) -> bool:
+    """Whether a filter reads nothing but `state` (`state:failed`, a pane): the aggregate can answer it."""
+    return "'" not in sql and '"' not in sql and all(w.lower() in _STATE_ONLY_WORDS for w in _WORDS.findall(sql))
+
+
 def _agg_filter(where: "Filter | None") -> tuple[str, tuple] | None:
     """(SQL over `agg`, params) for a filter the aggregate can count, else None."""
     if where is None:
@@ -182,7 +191,7 @@ def _agg_filter(where: "Filter | None") -> tuple[str, tuple] | None:
     key = (where[0], tuple(where[1]))
     sql = _AGG_WHERE.get(key)
     if sql is None:
-        return None
+        return key if _state_only(key[0]) else None
     return (sql, key[1] if sql != "resub" else ())
 
 
@@ -485,8 +494,10 @@ class TaskStore:
         if sql == "1" and announced is not None and self.loading:
             # a load under way announced its counts: show them rather than the rows loaded so far
             return {pane: announced.get(pane, 0) for pane in PANES}
-        if sql == "1":
-            rows = self._query("SELECT state, sum(n), sum(resub) FROM agg GROUP BY state HAVING sum(n) > 0")
+        if sql == "1" or _state_only(sql):
+            rows = self._query(
+                f"SELECT state, sum(n), sum(resub) FROM agg WHERE {sql} GROUP BY state HAVING sum(n) > 0", params
+            )
         else:
             rows = [(state, n, resubmitted) for _, state, n, resubmitted in self._grouped(sql, params)]
         out = {pane: 0 for pane in PANES}
@@ -502,8 +513,8 @@ class TaskStore:
         """Per engine uuid (None: no engine): tasks per state, under an optional filter."""
         sql, params = combine(where)
         out: dict[str | None, dict[str, int]] = {}
-        if sql == "1":
-            for engine, state, n in self._query("SELECT engine, state, n FROM agg WHERE n > 0"):
+        if sql == "1" or _state_only(sql):
+            for engine, state, n in self._query(f"SELECT engine, state, n FROM agg WHERE n > 0 AND ({sql})", params):
                 out.setdefault(engine or None, {})[state] = n
             return out
         for uuid, state, n, _ in self._grouped(sql, params):

@@ -84,3 +84,28 @@ def test_filtered_counts_are_fresh_after_each_change():
     assert store.counts(where)["failed"] == before[0]["failed"] + 1
     assert sum(sum(v.values()) for v in store.engine_counts(where).values()) == before[0]["failed"] + 1
     assert store.count(combine(pane_filter("failed"), where)) == before[2] + 1
+
+
+def test_state_only_filters_are_answered_like_a_scan():
+    """`state:failed`-like filters (and panes combined with them) read the aggregate: same answers as a scan."""
+    import dataclasses
+
+    from datasource.model import State
+    from datasource.query import parse, to_sql
+    from datasource.store import pane_filter
+
+    store = TaskStore()
+    records = [r for d in _records(400) for r in d]
+    records += [dataclasses.replace(r, msg_id=r.msg_id + "x", state=State.RUNNING) for r in records[:7]]
+    store.apply(Delta(upserts=records, reset=True))
+    for where in (to_sql(parse("state:failed")), to_sql(parse("-state:succeeded")), ("0", ()),
+                  combine(pane_filter("pending"), to_sql(parse("state:running"))), ("state = ? OR state IS NULL", ["aborted"])):
+        sql, params = combine(where)
+        rows = store._query(f"SELECT engine_uuid, state, count(*), count(resubmitted) FROM tasks WHERE {sql} GROUP BY 1, 2", params)
+        scanned_engines: dict = {}
+        for uuid, state, n, _ in rows:
+            scanned_engines.setdefault(uuid, {})[state] = n
+        assert store.engine_counts(where) == scanned_engines, where
+        assert store.count(where) == sum(r[2] for r in rows), where
+        assert store.counts(where)["all"] == sum(r[2] for r in rows)
+        assert store.counts(where)["resubmitted"] == sum(r[3] for r in rows)
