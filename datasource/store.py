@@ -207,6 +207,7 @@ _UPSERT = (
 )
 
 CACHE_MB = 32  # SQLite page cache of the store (see TaskStore.__init__)
+STATS_MIN_ROWS = 20_000  # below, SQLite's default plans are fine (and everything is fast)
 
 _LEADING_PENDING = re.compile(r"^(\(*)" + re.escape(PANES["pending"][0]))  # combine() adds the parentheses
 
@@ -416,10 +417,52 @@ class TaskStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            if was_loading and not self.loading:
+                self._write_stats()
             if result.added or result.changed or result.removed or delta.engines is not None or delta.queue \
                     or delta.reset or delta.loading or was_loading != self.loading:
                 self.version += 1
         return result
+
+    def _write_stats(self) -> None:
+        """Planner statistics (sqlite_stat1) from what the store knows, after a load: without them SQLite takes
+        `label = ?` for a handful of rows and sorts a 80k-row filtered view instead of walking the sort
+        index (1M tasks, a filtered page + cursor position: p95 330 -> 100 ms). ~0.2 s at 1M, vs 1.8 s for
+        ANALYZE. An optimisation only: a failure leaves the planner's defaults."""
+        db = self._db
+        try:
+            n, resub = db.execute("SELECT coalesce(sum(n), 0), coalesce(sum(resub), 0) FROM agg").fetchone()
+            if n < STATS_MIN_ROWS:
+                return
+            failed = db.execute("SELECT coalesce(sum(n), 0) FROM agg WHERE state = ?", (State.FAILED.value,)).fetchone()[0]
+            distinct = {
+                "state": db.execute("SELECT count(DISTINCT state) FROM agg WHERE n > 0").fetchone()[0],
+                "engine_uuid": db.execute("SELECT count(DISTINCT engine) FROM agg WHERE n > 0").fetchone()[0],
+            }
+            for column in ("engine_id", "label", "ename"):  # index-only scans of their (x, ...) indexes
+                distinct[column] = db.execute(f"SELECT count(*) FROM (SELECT DISTINCT {column} FROM tasks)").fetchone()[0]
+            rows = []
+            for (name, where) in db.execute(
+                "SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'tasks'"
+            ).fetchall():
+                columns = [r[2] for r in db.execute(f"PRAGMA index_info({name})").fetchall()]
+                total = n
+                if where and "resubmitted IS NOT NULL" in where:
+                    total = resub
+                elif where and "signature IS NOT NULL" in where:
+                    total = failed
+                total = max(1, total)
+                stat, seen = [str(total)], 1
+                for column in columns:
+                    seen *= max(1, distinct.get(column, total))
+                    stat.append(str(max(1, total // seen)))
+                rows.append(("tasks", name, " ".join(stat)))
+            db.execute("ANALYZE sqlite_schema")  # creates sqlite_stat1
+            db.execute("DELETE FROM sqlite_stat1")
+            db.executemany("INSERT INTO sqlite_stat1 VALUES (?, ?, ?)", rows)
+            db.execute("ANALYZE sqlite_schema")  # the planner reads them
+        except sqlite3.Error:
+            pass
 
     def _row(self, r: TaskRecord, engine_id: int | None) -> tuple:
         submitted, started, completed = to_epoch(r.submitted), to_epoch(r.started), to_epoch(r.completed)
