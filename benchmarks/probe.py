@@ -147,7 +147,15 @@ class PollMeter:
 
 
 async def _settle(pilot: Any, rounds: int = 3) -> None:
+    """Until the key's effects are on screen: message queues drained, and a task-table re-read running in a
+    worker (big stores) has landed (its new rows, not the previous ones, are what the repaint shows)."""
+    app = pilot.app
     for _ in range(rounds):
+        await pilot._wait_for_screen()
+    table = app._table() if app._main_ready() else None
+    deadline = time.perf_counter() + 30
+    while table is not None and getattr(table, "loading", False) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.001)
         await pilot._wait_for_screen()
 
 
