@@ -361,9 +361,13 @@ class TaskStore:
                     # nothing older can remain after a first load: skip the final scan (1M rows: ~1 s locked)
                     self._stale_rows = db.execute("SELECT 1 FROM tasks LIMIT 1").fetchone() is not None
                 bulk = self._loading_reset
+                engines_changed = False
                 if delta.engines is not None:
+                    before_engines = self._engine_state()
                     self._merge_engines(delta.engines)
+                    engines_changed = self._engine_state() != before_engines
                 if delta.queue is not None:
+                    engines_changed = engines_changed or delta.queue != self.queue
                     self.queue = delta.queue
                 if delta.upserts:
                     before: dict[str, str] = {}
@@ -419,7 +423,9 @@ class TaskStore:
                 raise
             if was_loading and not self.loading:
                 self._write_stats()
-            if result.added or result.changed or result.removed or delta.engines is not None or delta.queue \
+            # An idle poll (same engines, same queues, no task changed) leaves the version alone, so the
+            # views do not re-read and repaint every second for nothing.
+            if result.added or result.changed or result.removed or engines_changed \
                     or delta.reset or delta.loading or was_loading != self.loading:
                 self.version += 1
         return result
@@ -476,6 +482,9 @@ class TaskStore:
 
     def _engine_ids(self) -> dict[str, int]:
         return {u: e.id for u, e in self._engines.items() if e.id is not None}
+
+    def _engine_state(self) -> list[tuple]:
+        return [(e.uuid, e.id, e.alive, e.queue, e.tasks, e.completed) for e in self._engines.values()]
 
     def _merge_engines(self, engines: list[Engine]) -> None:
         live = {e.uuid for e in engines if e.alive}

@@ -228,3 +228,18 @@ def test_whitespace_evalue_and_regex_filters() -> None:
     store.apply(Delta(upserts=[rec, make_record(3)], reset=True))
     assert failure_signature(rec.ename, rec.evalue) == rec.ename
     assert store.count(to_sql(parse('{"ename": {"$regex": "^(Value|Key)Error$"}}'))) == 2
+
+
+def test_idle_poll_keeps_the_version(loaded: tuple[TaskStore, FakeSource]) -> None:
+    store, source = loaded
+    load(store, source)  # engines and queue delivered again, unchanged
+    version = store.version
+    load(store, source)
+    assert store.version == version  # nothing to repaint
+    source.engine_list[1].alive = False
+    load(store, source)
+    assert store.version > version and any(not e.alive for e in store.engines())
+    version = store.version
+    source.engine_list[0].tasks += 1  # a queue count moved: the engine list must repaint
+    load(store, source)
+    assert store.version > version
