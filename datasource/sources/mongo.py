@@ -32,7 +32,7 @@ from ..model import TaskDetail, TaskRecord, normalize_detail, normalize_record
 from ..query.errors import QueryError
 from ..query.jsonquery import MONGO_OPERATORS
 from .base import ActionRefused, Capabilities, Delta, NotATaskDatabase, SourceError, SourceUnavailable
-from .sqlite import PURGE_REASON, RESUBMIT_REASON, hub_state, learn_engine_ids
+from .paired import PURGE_REASON, RESUBMIT_REASON, hub_state, learn_engine_ids, resubmit_via
 
 __all__ = ["MongoSource", "MONGO_OPERATORS", "LIGHT_PROJECTION", "check_query", "translate_glob"]
 
@@ -249,9 +249,7 @@ class MongoSource:
         return [normalize_record(d, self._engine_ids) for d in docs]
 
     def resubmit(self, msg_ids: list[str]) -> dict[str, str]:
-        if self.hub is None:
-            raise ActionRefused(RESUBMIT_REASON)
-        return self.hub.resubmit(list(msg_ids))
+        return resubmit_via(self.hub, msg_ids)
 
     def purge(self, msg_ids: list[str]) -> int:
         ids = list(dict.fromkeys(m for m in msg_ids if m))

@@ -64,7 +64,6 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from ..model import (
     DETAIL_KEYS,
-    QueueStatus,
     State,
     TaskDetail,
     TaskRecord,
@@ -74,6 +73,7 @@ from ..model import (
     strip_ansi,
 )
 from .base import ActionRefused, Capabilities, Delta, NotATaskDatabase, SourceError, SourceUnavailable
+from .paired import PURGE_REASON, RESUBMIT_REASON, hub_state, learn_engine_ids, resubmit_via
 
 __all__ = ["SQLiteSource", "find_tables", "table_order_key", "hub_state", "learn_engine_ids"]
 
@@ -87,9 +87,6 @@ COUNT_EVERY_SYNC = 100_000  # above this many rows the live table is counted onl
 LOCKED_LIMIT = 5  # consecutive locked syncs before SourceUnavailable
 WATCH_SECONDS = 10.0  # how long ids that left the Hub's in-flight set are re-read
 INTERN_MAX = 50_000  # distinct strings shared between records
-VERBOSE_LIMIT = 20_000  # a verbose queue_request lists every completed msg_id: above this, don't ask
-RESUBMIT_REASON = "resubmit needs the Hub: pass --hub CONNECTION_FILE"
-PURGE_REASON = "purging needs the Hub (--hub CONNECTION_FILE) or write access (allow_writes) to a tasks.db no Hub is using"
 
 _TABLE_RE = re.compile(r"^ipython-tasks(?:_(\d+))?$")
 _UTC = timezone.utc
@@ -274,48 +271,6 @@ class _Table:
         return _LIGHT_SQL.format(label=_LABEL_SQL if self.has_label else _LEGACY_LABEL_SQL)
 
 
-def learn_engine_ids(hub: Any, engine_ids: dict[str, int]) -> None:
-    """uuid -> id of the paired Hub's live engines into `engine_ids` (best effort: a Hub down is not fatal)."""
-    try:
-        engine_ids.update({uuid: eid for eid, uuid in hub.connection_request().items()})
-    except SourceError:
-        pass
-
-
-def hub_state(hub: Any, delta: Delta, engine_ids: dict[str, int]) -> set[str] | None:
-    """Engines and queue counts from a paired Hub into `delta`, uuid -> id into `engine_ids`.
-
-    Returns the msg_ids the Hub has in flight (queued or running), or None when they are not known: the
-    Hub did not answer (then a warning), or naming them would cost too much — a verbose `queue_request`
-    also lists every msg_id completed since the Hub started, so above VERBOSE_LIMIT completed tasks the
-    caller falls back to re-reading pending rows in slices.
-    """
-    try:
-        live = hub.connection_request()
-        engine_ids.update({uuid: eid for eid, uuid in live.items()})
-        status: QueueStatus = hub.queue_status(live=live)
-        delta.engines = list(status.engines.values())
-        delta.queue = status
-        in_flight = status.unassigned + sum(e.queue + e.tasks for e in status.engines.values())
-        if in_flight == 0:
-            return set()
-        if sum(e.completed for e in status.engines.values()) + in_flight > VERBOSE_LIMIT:
-            return None
-        raw = hub.request("queue_request", {"targets": None, "verbose": True})
-    except SourceError as exc:
-        delta.warnings.append(f"Hub did not answer ({exc}); showing the database only")
-        return None
-    ids: set[str] = set()
-    for key, value in raw.items():
-        if key == "unassigned" and isinstance(value, list):
-            ids.update(str(m) for m in value)
-        elif isinstance(value, dict):
-            for k in ("queue", "tasks"):
-                if isinstance(value.get(k), list):
-                    ids.update(str(m) for m in value[k])
-    return ids
-
-
 @contextmanager
 def _no_gc() -> Iterator[None]:
     """Pause the cyclic GC while one chunk is built: 20k rows and records (no cycles among them) would
@@ -476,9 +431,7 @@ class SQLiteSource:
         raise SourceError(f"no task {msg_id} in {self.path}")
 
     def resubmit(self, msg_ids: list[str]) -> dict[str, str]:
-        if self.hub is None:
-            raise ActionRefused(RESUBMIT_REASON)
-        return self.hub.resubmit(list(msg_ids))
+        return resubmit_via(self.hub, msg_ids)
 
     def purge(self, msg_ids: list[str]) -> int:
         ids = list(dict.fromkeys(m for m in msg_ids if m))

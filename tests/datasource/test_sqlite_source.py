@@ -13,6 +13,7 @@ import pytest
 
 from datasource.model import State, normalize_record
 from datasource.sources import sqlite as sqlite_mod
+from datasource.sources import paired
 from datasource.sources.base import ActionRefused, Delta, NotATaskDatabase, SourceError, SourceUnavailable
 from datasource.sources.sqlite import SQLiteSource, table_order_key
 
@@ -662,12 +663,12 @@ def test_real_cluster_paired_with_its_hub(cluster_sqlite, monkeypatch):
             src.resubmit(["not-a-task"])
         # the Hub names its in-flight tasks (the workload's long sleep) ...
         d = Delta()
-        assert cluster_sqlite.workload.pending[0] in sqlite_mod.hub_state(hub, d, {})
+        assert cluster_sqlite.workload.pending[0] in paired.hub_state(hub, d, {})
         assert d.queue is not None and not d.warnings
         # ... unless that means listing every completed id (then counts only, no warning)
-        monkeypatch.setattr(sqlite_mod, "VERBOSE_LIMIT", 0)
+        monkeypatch.setattr(paired, "VERBOSE_LIMIT", 0)
         d = Delta()
-        assert sqlite_mod.hub_state(hub, d, {}) is None and d.engines and not d.warnings
+        assert paired.hub_state(hub, d, {}) is None and d.engines and not d.warnings
     finally:
         src.close()
         hub.close()
