@@ -55,7 +55,49 @@ def group_scopes(app: Any, signature: str, action: str, *, cursor: str | None = 
     return scopes
 
 
-class TriageScreen(Screen[None]):
+class _GroupTableScreen(Screen[None]):
+    """A full screen around one DataTable of store rows: re-read when the store moves, enter opens the
+    highlighted row, escape goes back, ? shows the keys."""
+
+    _version = -1
+
+    def reload(self) -> None:
+        raise NotImplementedError
+
+    def open_row(self, key: str) -> None:
+        raise NotImplementedError
+
+    def current_key(self) -> str | None:
+        """The row key (a signature, a msg_id) under the cursor."""
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        return key.value if key is not None else None
+
+    def _maybe_reload(self) -> None:
+        if self.app.store.version != self._version and self.app.screen is self:
+            self.reload()
+
+    @on(DataTable.RowSelected)
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        key = self.current_key()
+        if key is not None:
+            self.open_row(key)
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+    def action_help(self) -> None:
+        from .help import HelpScreen
+
+        self.app.push_screen(HelpScreen())
+
+
+class TriageScreen(_GroupTableScreen):
     """Failure groups: count, signature, engines, newest. enter: the group's tasks; r / p: the whole group."""
 
     DEFAULT_CSS = """
@@ -95,10 +137,6 @@ class TriageScreen(Screen[None]):
         self.set_interval(_REFRESH, self._maybe_reload)
         table.focus()
 
-    def _maybe_reload(self) -> None:
-        if self.app.store.version != self._version and self.app.screen is self:
-            self.reload()
-
     def reload(self) -> None:
         store = self.app.store
         self._version = store.version
@@ -129,28 +167,13 @@ class TriageScreen(Screen[None]):
         self.query_one("#triage-empty").display = not self.groups
 
     def current_signature(self) -> str | None:
-        table = self.query_one(DataTable)
-        if not table.row_count:
-            return None
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        return key.value if key is not None else None
+        return self.current_key()
 
-    @on(DataTable.RowSelected)
-    def _selected(self, event: DataTable.RowSelected) -> None:
-        self.action_open_group()
+    def open_row(self, key: str) -> None:
+        self.app.push_screen(GroupTasksScreen(key))
 
     def action_open_group(self) -> None:
-        sig = self.current_signature()
-        if sig is not None:
-            self.app.push_screen(GroupTasksScreen(sig))
-
-    def action_back(self) -> None:
-        self.dismiss(None)
-
-    def action_help(self) -> None:
-        from .help import HelpScreen
-
-        self.app.push_screen(HelpScreen())
+        self.action_open()
 
     def _act(self, action: str) -> None:
         sig = self.current_signature()
@@ -172,7 +195,7 @@ class TriageScreen(Screen[None]):
             self.notify(f"copied {sig}", timeout=3)
 
 
-class GroupTasksScreen(Screen[None]):
+class GroupTasksScreen(_GroupTableScreen):
     """The tasks of one failure group. enter: detail; r / p: this task or the whole group."""
 
     DEFAULT_CSS = """
@@ -212,10 +235,6 @@ class GroupTasksScreen(Screen[None]):
         self.set_interval(_REFRESH, self._maybe_reload)
         table.focus()
 
-    def _maybe_reload(self) -> None:
-        if self.app.store.version != self._version and self.app.screen is self:
-            self.reload()
-
     def _where(self) -> Any:
         return combine(self.app.view_filter(), self.app.store.signature_filter(self.signature))
 
@@ -248,28 +267,13 @@ class GroupTasksScreen(Screen[None]):
         ))
 
     def current_id(self) -> str | None:
-        table = self.query_one(DataTable)
-        if not table.row_count:
-            return None
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        return key.value if key is not None else None
+        return self.current_key()
 
-    @on(DataTable.RowSelected)
-    def _selected(self, event: DataTable.RowSelected) -> None:
-        self.action_detail()
+    def open_row(self, key: str) -> None:
+        self.app.push_screen(DetailScreen(key))
 
     def action_detail(self) -> None:
-        msg_id = self.current_id()
-        if msg_id is not None:
-            self.app.push_screen(DetailScreen(msg_id))
-
-    def action_back(self) -> None:
-        self.dismiss(None)
-
-    def action_help(self) -> None:
-        from .help import HelpScreen
-
-        self.app.push_screen(HelpScreen())
+        self.action_open()
 
     def action_resubmit(self) -> None:
         start_action(self.app, "resubmit", scopes=group_scopes(self.app, self.signature, "resubmit",
