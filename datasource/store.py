@@ -623,9 +623,18 @@ class TaskStore:
         return [_row_to_record(r) for r in rows]
 
     def position(
-        self, msg_id: str, where: Filter | None = None, *, sort: str = "submitted", descending: bool = True
+        self,
+        msg_id: str,
+        where: Filter | None = None,
+        *,
+        sort: str = "submitted",
+        descending: bool = True,
+        within: int | None = None,
     ) -> int | None:
-        """Row index of msg_id in the sorted, filtered list (None if it is not in it)."""
+        """Row index of msg_id in the sorted, filtered list (None if it is not in it).
+
+        Counting the rows before it walks an index range as long as its depth (~75 ms at row 1M). `within`
+        bounds that walk: a task deeper than `within` rows answers None, like one outside the view."""
         sql, params = combine(where, ("msg_id = ?", (msg_id,)))
         row = self._query(f"SELECT {sort} FROM tasks WHERE {sql}", params)
         if not row:
@@ -637,7 +646,21 @@ class TaskStore:
             before = [(f"{sort} IS NOT NULL", ()), (f"{sort} IS NULL AND msg_id {op} ?", (msg_id,))]
         else:
             before = [(f"{sort} {op} ?", (value,)), (f"{sort} = ? AND msg_id {op} ?", (value, msg_id))]
-        return sum(self.count(combine(where, b)) for b in before)
+        if within is None:
+            return sum(self.count(combine(where, b)) for b in before)
+        total = 0
+        for b in before:
+            total += self._count_upto(combine(where, b), within - total)
+            if total >= within:
+                return None
+        return total
+
+    def _count_upto(self, where: Filter, limit: int) -> int:
+        """min(count(where), limit), reading at most `limit` index entries."""
+        if _agg_filter(where) is not None:
+            return min(self.count(where), limit)
+        sql, params = self._narrow(where)
+        return self._query(f"SELECT count(*) FROM (SELECT 1 FROM tasks WHERE {sql} LIMIT ?)", [*params, limit])[0][0]
 
     def get(self, msg_id: str) -> TaskRecord | None:
         rows = self._query(f"SELECT {_SELECT} FROM tasks WHERE msg_id = ?", (msg_id,))

@@ -243,3 +243,16 @@ def test_idle_poll_keeps_the_version(loaded: tuple[TaskStore, FakeSource]) -> No
     source.engine_list[0].tasks += 1  # a queue count moved: the engine list must repaint
     load(store, source)
     assert store.version > version
+
+
+@pytest.mark.parametrize("sort", ["submitted", "label", "state"])
+@pytest.mark.parametrize("where", [pane_filter("all"), pane_filter("failed"), ("label = ?", ["fit-1"])])
+def test_position_within_bound(loaded: tuple[TaskStore, FakeSource], sort: str, where) -> None:
+    store, _ = loaded
+    rows = store.page(where, sort=sort, descending=False, limit=300)
+    assert len(rows) >= 16
+    for index in (0, 7, 8, 15):
+        exact = store.position(rows[index].msg_id, where, sort=sort, descending=False)
+        bounded = store.position(rows[index].msg_id, where, sort=sort, descending=False, within=8)
+        assert exact == index
+        assert bounded == (index if index < 8 else None)
