@@ -465,8 +465,11 @@ class HubtopApp(App[None]):
         if changed:
             with self.batch_update():
                 table = self._table()
-                table.empty_text = self._empty_text()
-                table.reload(force=force)
+                empty_text = self._empty_text()
+                if empty_text != table.empty_text:
+                    table.empty_text = empty_text
+                    table.refresh()
+                table.reload()  # set_view() already asked for a new view: one read per keystroke
                 self._update_header()
             self._request_aggregates()
         self._update_status()

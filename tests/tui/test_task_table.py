@@ -190,3 +190,53 @@ async def test_deep_rows_read_from_the_other_end_are_the_same_rows(sort: str, de
         n = store.count(done)
         got = [r.msg_id for r in table._fetch(n - 50, 60)]
         assert got == [r.msg_id for r in store.page(done, sort="duration", descending=descending, offset=n - 50, limit=60)]
+
+
+async def test_new_sort_keeps_a_task_near_the_top_and_sends_a_deep_cursor_home() -> None:
+    store, _ = loaded_store(400)
+    app = TableApp(store)
+    async with app.run_test(size=(120, 20)) as pilot:
+        await pilot.pause()
+        table = app.query_one(TaskTable)
+        table.KEEP_DEPTH = 200
+        await pilot.press("down", "down", "down")
+        deep = store.position(table.cursor_id, None, sort="submitted", descending=False)
+        assert deep == 396
+        table.set_view(None, sort="submitted", descending=False)  # oldest first: the cursor's task lands deep
+        await pilot.pause()
+        assert table.sort == "submitted" and table.cursor_row == 0 and int(table.scroll_y) == 0
+        assert table.cursor_id == store.page(None, sort="submitted", descending=False, limit=1)[0].msg_id
+        await pilot.press(*["down"] * 5)
+        kept = table.cursor_id
+        near = store.position(kept, None, sort="msg_id", descending=False)
+        assert near == 345
+        table.KEEP_DEPTH = 400
+        table.set_view(None, sort="msg_id", descending=False)
+        await pilot.pause()
+        assert table.cursor_id == kept and table.cursor_row == near
+        # asked for by id (a jump from the detail screen, a pane's remembered task): found at any depth
+        newest = store.page(None, sort="submitted", descending=True, limit=1)[0].msg_id
+        table.set_view(None, sort="submitted", descending=False, cursor_id=newest)
+        await pilot.pause()
+        assert table.cursor_id == newest and table.cursor_row == 399
+
+
+async def test_a_filter_hiding_the_cursor_task_starts_at_the_top_and_polls_keep_the_place() -> None:
+    store, _ = loaded_store(400)
+    app = TableApp(store)
+    async with app.run_test(size=(120, 20)) as pilot:
+        await pilot.pause()
+        table = app.query_one(TaskTable)
+        await pilot.press(*["down"] * 30)
+        assert table.cursor_row == 30
+        reads = table.fetches
+        table.set_view(pane_filter("failed"))  # the cursor's task (succeeded) is not in it
+        await pilot.pause()
+        assert table.cursor_row == 0 and table.fetches == reads + 1
+        assert table.reload() is False  # the same view at the same store version: not read twice
+        await pilot.press(*["down"] * 7)
+        gone = table.cursor_id
+        store.apply(Delta(removed=[gone]))
+        assert table.reload() is True
+        await pilot.pause()
+        assert table.cursor_row == 7 and table.cursor_id != gone  # same view: the same place

@@ -4,6 +4,9 @@
 on line 0 and row `scroll_y + y - 1` below it, from a small cached window fetched with `store.page()`.
 The cursor is a msg_id first and an index second: after every store change the index is recomputed with
 `store.position()`, so rows arriving above the cursor never move it (the view shifts with it instead).
+Another filter, sort or pane keeps the cursor's task only when it lands within the first KEEP_DEPTH rows of
+the new order; deeper (or gone), the cursor goes to the top. Finding a task's row costs an index walk as
+long as its depth (~75 ms, plus as much again to read the rows there, at row 1M): a re-sort must not.
 """
 
 from __future__ import annotations
@@ -129,6 +132,7 @@ class TaskTable(ScrollView, can_focus=True):
 
     cursor_row: var[int] = var(0, init=False)
     SYNC_ROWS = 50_000  # stores up to this many tasks are re-read on the UI thread; bigger ones in a worker
+    KEEP_DEPTH = 10_000  # a new view keeps the cursor's task if it is within this many rows of the top
 
     class ViewLoaded(Message):
         """A re-read done in a worker (internal)."""
@@ -163,7 +167,9 @@ class TaskTable(ScrollView, can_focus=True):
         self.cursor_id: str | None = None
         self.empty_text = "no tasks"
         self._target: tuple = (None, "submitted", True)  # (where, sort, descending) asked for
+        self._asked: tuple | None = None  # (store version, target) of the last read started
         self._scroll_home = False
+        self._exact = False  # the next read finds cursor_id wherever it is (asked for by id)
         self._pending: int | None = None  # token of the re-read running in a worker
         self._token = 0
         self.row_count = 0
@@ -185,9 +191,11 @@ class TaskTable(ScrollView, can_focus=True):
         descending: bool | None = None,
         cursor_id: str | None | bool = False,
     ) -> None:
-        """Show another filter/sort. cursor_id: keep the current task (False), go to this one, or top (None)."""
+        """Show another filter/sort. cursor_id: keep the current task if it is near the top of the new view
+        (False), go to this one wherever it is, or top (None)."""
         self._target = (where, sort or self._target[1], self._target[2] if descending is None else descending)
         self._scroll_home = cursor_id is None
+        self._exact = isinstance(cursor_id, str)
         if cursor_id is not False:
             self.cursor_id = cursor_id  # type: ignore[assignment]
             if cursor_id is None:
@@ -209,13 +217,16 @@ class TaskTable(ScrollView, can_focus=True):
 
         Small stores are re-read here (< 20 ms); above SYNC_ROWS tasks in a thread worker, so a filter
         that scans a million rows never blocks the keys: the previous rows stay until the new ones land.
-        True if a re-read happened or started."""
+        True if a re-read happened or started (not again for a store version and view already asked for)."""
         version = self.store.version
         query = self._target
-        if not force and version == self._version and query == (self.where, self.sort, self.descending):
+        if not force and (version, query) == self._asked:
             return False
-        request = (query, self.cursor_id, self.cursor_row, self._page_size(), self._scroll_home)
-        self._scroll_home = False
+        self._asked = (version, query)
+        same_view = query == (self.where, self.sort, self.descending)
+        within = None if same_view or self._exact else self.KEEP_DEPTH
+        request = (query, self.cursor_id, self.cursor_row, self._page_size(), self._scroll_home, same_view, within)
+        self._scroll_home = self._exact = False
         if self.row_count <= self.SYNC_ROWS and self.store.total <= self.SYNC_ROWS:
             self._pending = None
             self._install(request, self._read(request))
@@ -232,14 +243,16 @@ class TaskTable(ScrollView, can_focus=True):
 
     def _read(self, request: tuple) -> dict:
         """count, cursor row and the window of rows around it (any thread: the store serialises)."""
-        (where, sort, descending), cursor_id, old_row, page, _ = request
+        (where, sort, descending), cursor_id, old_row, page, _, same_view, within = request
         try:
             version = self.store.version  # read first: a change during the reads shows at the next reload
             count = self.store.count(where)
-            row = self.store.position(cursor_id, where, sort=sort, descending=descending) if cursor_id else None
+            row = None
+            if cursor_id:
+                row = self.store.position(cursor_id, where, sort=sort, descending=descending, within=within)
             lost = row is None
-            if lost:  # the task left this view (or there was none): stay at the same place
-                row = min(old_row, max(0, count - 1))
+            if lost:  # the task left this view (or there was none): same place in the same view, else the top
+                row = min(old_row, max(0, count - 1)) if same_view else 0
             start = max(0, row - page * 2)
             window = self.store.page(where, sort=sort, descending=descending, offset=start, limit=page * 5)
         except sqlite3.Error as exc:
@@ -259,9 +272,10 @@ class TaskTable(ScrollView, can_focus=True):
         self._install(message.request, message.result)
 
     def _install(self, request: tuple, result: dict) -> None:
-        query, _, _, _, scroll_home = request
+        query, _, _, _, scroll_home, _, _ = request
         if "error" in result:
             self._target = (self.where, self.sort, self.descending)
+            self._asked = None
             self.post_message(self.QueryFailed(result["error"]))
             return
         old_row, old_scroll = self.cursor_row, int(self.scroll_y)
