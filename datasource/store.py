@@ -206,6 +206,7 @@ _UPSERT = (
     + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:] + ("signature", "gen"))
 )
 
+_NOT_NULL = {"msg_id", "state"}
 CACHE_MB = 32  # SQLite page cache of the store (see TaskStore.__init__)
 STATS_MIN_ROWS = 20_000  # below, SQLite's default plans are fine (and everything is fast)
 
@@ -589,8 +590,13 @@ class TaskStore:
             raise ValueError(f"cannot sort by {sort!r}")
         # NULLs last in either direction; msg_id breaks ties so paging is stable. No `x IS NULL` prefix:
         # it defeats the (x, msg_id) indexes and turns every page into a full sort (0.1 s at 100k rows).
-        # SQLite sorts NULLs first, so DESC already puts them last.
-        return f"{sort} DESC, msg_id DESC" if descending else f"{sort} ASC NULLS LAST, msg_id ASC"
+        # SQLite sorts NULLs first, so DESC already puts them last. `NULLS LAST` on a column that is never
+        # NULL would only hide the (x, msg_id) indexes from the planner (a filtered view sorted by state:
+        # 60-130 ms of sorting instead of 1 ms at 1M tasks).
+        if descending:
+            return f"{sort} DESC, msg_id DESC"
+        nulls = "" if sort in _NOT_NULL else " NULLS LAST"
+        return f"{sort} ASC{nulls}, msg_id ASC"
 
     def _narrow(self, where: Filter) -> Filter:
         """The Pending pane is `state IN (pending, queued, running)`; when no task is queued or running
