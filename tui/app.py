@@ -148,6 +148,7 @@ class HubtopApp(App[None]):
         self._counts: dict[str, int] = {p: 0 for p in PANES}
         self._agg_key: tuple | None = None  # what the shown counts are of: (store version, filters...)
         self._agg_pending: tuple | None = None  # what the aggregates worker is computing
+        self._aggregates_waiting = False  # counts to request once the table's re-read has landed
         self._last_event: str | None = None
         self.polls = 0
         self._widgets: tuple[TaskTable, EngineList, StatusBar, FilterBar] | None = None
@@ -471,8 +472,17 @@ class HubtopApp(App[None]):
                     table.refresh()
                 table.reload()  # set_view() already asked for a new view: one read per keystroke
                 self._update_header()
-            self._request_aggregates()
+            if table.loading:  # the rows first: a count scanning the store would hold its lock meanwhile
+                self._aggregates_waiting = True
+            else:
+                self._request_aggregates()
         self._update_status()
+
+    @on(TaskTable.Loaded)
+    def _table_loaded(self, event: TaskTable.Loaded) -> None:
+        if self._aggregates_waiting:
+            self._aggregates_waiting = False
+            self._request_aggregates()
 
     def _request_aggregates(self) -> None:
         """Pane counts and engine rows for the current filter, computed in a thread: with a filter over a
@@ -514,7 +524,7 @@ class HubtopApp(App[None]):
     async def settle(self, timeout: float = 30.0) -> None:
         """Wait until the counts of the current view are shown (tests; scripts taking screenshots)."""
         deadline = time.monotonic() + timeout
-        while (self._agg_pending is not None or (self._main_ready() and self._table().loading)) \
+        while (self._agg_pending is not None or self._aggregates_waiting or (self._main_ready() and self._table().loading)) \
                 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0)

@@ -141,6 +141,9 @@ class TaskTable(ScrollView, can_focus=True):
             super().__init__()
             self.token, self.request, self.result = token, request, result
 
+    class Loaded(Message):
+        """A re-read that ran in a worker is on screen (the app counts only then: see HubtopApp.refresh_views)."""
+
     class QueryFailed(Message):
         """The store could not run the view's filter (e.g. a function SQLite lacks): one line."""
 
@@ -270,6 +273,7 @@ class TaskTable(ScrollView, can_focus=True):
             return  # superseded by a newer request
         self._pending = None
         self._install(message.request, message.result)
+        self.post_message(self.Loaded())
 
     def _install(self, request: tuple, result: dict) -> None:
         query, _, _, _, scroll_home, _, _ = request
