@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import zmq
 
 from .connection import ConnectionInfo
-from .model import Engine, QueueStatus
+from .model import Engine, QueueStatus, parse_time
 from .sources.base import ActionRefused, SourceError, SourceUnavailable
 
 __all__ = ["HubClient", "HubError", "IOPubListener", "CHUNK", "MATCH_ALL", "chunks"]
@@ -85,6 +86,7 @@ class HubClient:
         self._backend: str | None = None
         self.has_label: bool = True  # pre-9.1 Hubs have no `label` key (SQLite: "Bad record key(s)")
         self.last_rtt: float = 0.0  # seconds, last successful request
+        self.last_reply_date: datetime | None = None  # the Hub's clock (reply header) at the last reply
         # (completed, in flight) summed over *every* engine id in the last queue_reply, dead ones
         # included: Hub counters that only grow/shift when something happens (activity detection).
         self.last_queue_totals: tuple[int, int] | None = None
@@ -160,6 +162,7 @@ class HubClient:
                 if candidate.get("parent_header", {}).get("msg_id") == msg_id:
                     reply = candidate
             self.last_rtt = time.monotonic() - start
+            self.last_reply_date = parse_time((reply.get("header") or {}).get("date"))
         content = reply.get("content")
         if not isinstance(content, dict):
             raise SourceError(f"malformed {reply.get('msg_type')} from the Hub at {self.url}")
