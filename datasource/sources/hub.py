@@ -3,8 +3,23 @@
 Sync strategy (spec §3.2, §4, §9, §11.5). The first `sync()` is a full load: `history_request` once,
 then `db_request {"msg_id": {"$in": ids}}` with `LIGHT_KEYS` (never stdout/stderr or buffers), one
 Delta per chunk with done/total progress. Chunks are sized from the measured reply time so one
-request stays near 150 ms of Hub time (the Hub is single-threaded; on SQLite it spends ~0.5 ms per
-record converting dates and JSON, whatever the history size): 100k SQLite tasks load in ~55 s.
+request stays near 150 ms of Hub time (the Hub is single-threaded).
+
+On a SQLite Hub the first load has two phases, because the Hub's SQLiteDB runs every `timestamp`
+column through dateutil (~35 us a value: ~140 us of the ~150 us a light record costs), while the
+text columns have no converter and result_content's JSON costs ~3 us:
+1. listing (one reset load, newest first): whole records for the newest chunk (the top of the default
+   sort; W_s), then per chunk of <= 500 ids `{"completed": {"$eq": None}}` (msg_id only: the pending
+   ones) and `LIST_KEYS` (no timestamps). Every task gets its state, engine, client, queue, label,
+   resubmitted, ename/evalue from model.normalize_record's own rules; its times are None. 100k tasks:
+   ~1.5 s of Hub time instead of ~15 s. W_r is the Hub's clock (history_reply's date), taken before
+   any "still pending?" question.
+2. backfill: the four times of the listed tasks (`TIME_KEYS`), newest first, over the following syncs:
+   at most BACKFILL_DUTY of the wall time since the previous sync and BACKFILL_MAX_SYNC per sync, so
+   the poll keeps its rhythm and the Hub stays free 2/3 of the time. A task whose `completed` is set
+   while we listed it pending is fetched whole. Its deltas are ordinary ones (not `loading`: the store
+   would take them for a reset load); `backfill_progress` says how far it is.
+DictDB (<= 1024 records) and MongoDB (read directly by hubtop) keep the one-phase load.
 
 Each later `sync()` costs in proportion to what changed, not to the history size:
 
@@ -47,7 +62,7 @@ import dataclasses
 import os
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -64,6 +79,7 @@ from ..model import (
     is_resubmitted_copy,
     normalize_detail,
     normalize_record,
+    parse_time,
 )
 from .base import ActionRefused, Capabilities, Delta, SourceError, SourceUnavailable
 
@@ -81,10 +97,27 @@ PENDING_RECHECK_EVERY = 5.0
 PENDING_REFETCH_MAX = 500  # above: find completions with a `received` range query instead
 TARGET_REQUEST_SECONDS = 0.15
 MIN_CHUNK = 20
+# SQLite Hubs, two-phase first load (see the module docstring).
+# Listing: no column here has a converter except result_content (json.loads + extract_dates: ~3 us a
+# record, vs ~35 us for each timestamp column through dateutil).
+LIST_KEYS: tuple[str, ...] = ("msg_id", "client_uuid", "engine_uuid", "resubmitted", "queue", "label", "result_content")
+TIME_KEYS: tuple[str, ...] = ("msg_id", "submitted", "started", "completed", "received")
+BACKFILL_DUTY = 1 / 3  # share of wall time the backfill may keep the Hub busy
+BACKFILL_MAX_SYNC = 0.5  # seconds of Hub time per sync at most: the poll is never held longer for it
+BACKFILL_MIN_BUDGET = 0.05  # below (a refresh right after a poll), no backfill in this sync
+_LISTED_DONE = datetime(1970, 1, 1, tzinfo=timezone.utc)  # stands for "completed, time not fetched yet"
 
 
 def _iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
+
+
+def _adapted(size: int, asked: int, elapsed: float) -> int:
+    """The next chunk size, so that one request stays near TARGET_REQUEST_SECONDS of Hub time."""
+    if elapsed <= 0 or asked < MIN_CHUNK:
+        return size
+    ideal = int(asked * TARGET_REQUEST_SECONDS / elapsed)
+    return max(MIN_CHUNK, min(CHUNK, (size + ideal) // 2))
 
 
 class HubSource:
@@ -96,6 +129,7 @@ class HubSource:
         open_timeout: float | None = None,
         reconcile_every: float = RECONCILE_EVERY,
         live_running: bool = True,
+        fast_load: bool = True,
         clock=time.monotonic,
     ):
         if isinstance(conn, ConnectionInfo):
@@ -110,6 +144,8 @@ class HubSource:
         self._clock = clock
         self._client: HubClient | None = None
         self._chunk = 250  # ids per db_request, adapted to the Hub's speed (see _fetch_chunks)
+        self._list_chunk = CHUNK  # ids per listing request (SQLite first load), adapted the same way
+        self.fast_load = fast_load  # False: the one-phase first load on SQLite too
         self.live_running = live_running
         self._iopub: IOPubListener | None = None
         self._running: set[str] = set()
@@ -136,6 +172,13 @@ class HubSource:
         self._purged: set[str] = set()
         self._last_totals: tuple[int, int] | None = None
         self._history_seconds = 0.0
+        # backfill of the timestamps after a two-phase first load
+        self._unfilled: set[str] = set()  # listed records whose timestamps are not fetched yet
+        self._backfill: list[str] = []  # the ids to fill, newest first
+        self._backfill_pos = 0
+        self._backfill_total = 0
+        self._backfill_cost = TARGET_REQUEST_SECONDS / CHUNK  # seconds of Hub time per backfilled record
+        self._last_sync_end: float | None = None
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -252,6 +295,8 @@ class HubSource:
             yield from self._full_load(engines, queue, warnings)
         else:
             yield self._delta(engines, queue, warnings)
+            yield from self._backfill_step()
+        self._last_sync_end = time.monotonic()
 
     def _reconnect_if_restarted(self) -> bool:
         if not self._file_changed():
@@ -276,10 +321,16 @@ class HubSource:
             out.append(by_uuid.get(uuid) or Engine(uuid=uuid, id=eid, alive=False))
         return out
 
-    def _normalize(self, raws: list[dict]) -> list[TaskRecord]:
+    def _normalize(self, raws: list[dict], listed_done: set[str] | None = None) -> list[TaskRecord]:
+        """`listed_done`: ids known completed whose raws carry no `completed` (a listing): their state
+        follows model.normalize_record's rules as for any completed record, their times stay None."""
         out = []
         for raw in raws:
-            rec = normalize_record(raw, self._engine_ids)
+            if listed_done and raw.get("msg_id") in listed_done:
+                rec = normalize_record({**raw, "completed": _LISTED_DONE}, self._engine_ids)
+                rec.completed = None
+            else:
+                rec = normalize_record(raw, self._engine_ids)
             if not rec.msg_id:
                 continue
             self._mark_running(rec)
@@ -305,8 +356,10 @@ class HubSource:
                 out.append(copy)
         return out
 
-    def _remember(self, records: list[TaskRecord]) -> list[TaskRecord]:
-        """Keep these records; return those that are new or changed."""
+    def _remember(self, records: list[TaskRecord], cursors: bool = True) -> list[TaskRecord]:
+        """Keep these records; return those that are new or changed. `cursors=False`: they do not move
+        W_s/W_r (backfilled times were read at various moments: a later `received` of one of them
+        could pass a completion not seen yet)."""
         changed = []
         for rec in records:
             if self._records.get(rec.msg_id) == rec:
@@ -316,10 +369,11 @@ class HubSource:
                 self._pending.add(rec.msg_id)
             else:
                 self._pending.discard(rec.msg_id)
-            if rec.submitted is not None and (self._submitted_wm is None or rec.submitted > self._submitted_wm):
-                self._submitted_wm = rec.submitted
-            if rec.received is not None and (self._received_wm is None or rec.received > self._received_wm):
-                self._received_wm = rec.received
+            if cursors:
+                if rec.submitted is not None and (self._submitted_wm is None or rec.submitted > self._submitted_wm):
+                    self._submitted_wm = rec.submitted
+                if rec.received is not None and (self._received_wm is None or rec.received > self._received_wm):
+                    self._received_wm = rec.received
             changed.append(rec)
         return changed
 
@@ -329,6 +383,7 @@ class HubSource:
             if self._records.pop(msg_id, None) is not None:
                 gone.append(msg_id)
             self._pending.discard(msg_id)
+            self._unfilled.discard(msg_id)
         return gone
 
     def _fetch_chunks(self, ids) -> Iterator[tuple[int, list[TaskRecord]]]:
@@ -341,11 +396,9 @@ class HubSource:
             chunk = ids[i : i + self._chunk]
             start = time.monotonic()
             raws = self.client.db_query({"msg_id": {"$in": chunk}}, LIGHT_KEYS)
-            elapsed = time.monotonic() - start
-            if elapsed > 0 and len(chunk) >= 20:
-                ideal = int(len(chunk) * TARGET_REQUEST_SECONDS / elapsed)
-                self._chunk = max(MIN_CHUNK, min(CHUNK, (self._chunk + ideal) // 2))
+            self._chunk = _adapted(self._chunk, len(chunk), time.monotonic() - start)
             i += len(chunk)
+            self._unfilled.difference_update(chunk)  # whole records: nothing left to backfill
             yield len(chunk), self._normalize(raws)
 
     def _fetch(self, ids) -> list[TaskRecord]:
@@ -358,20 +411,128 @@ class HubSource:
             return
         self._last_totals = self.client.last_queue_totals
         ids = list(dict.fromkeys(self.client.history()))
+        history_date = self.client.last_reply_date
         total = len(ids)
         self._records.clear()
         self._pending.clear()
+        self._unfilled.clear()
+        self._backfill, self._backfill_pos, self._backfill_total = [], 0, 0
         yield Delta(reset=True, loading=bool(ids), engines=engines, queue=queue, done=0, total=total,
                     warnings=warnings)
-        done = 0
-        for n, records in self._fetch_chunks(ids):
-            self._remember(records)
-            done += n
-            last = done >= total
-            yield Delta(upserts=records, loading=not last, done=done, total=total,
-                        engines=self._engine_list(queue) if last else None)
+        if self._backend == "sqlite" and self.fast_load and total > self._chunk:
+            yield from self._list_load(ids, history_date, queue)
+        else:
+            done = 0
+            for n, records in self._fetch_chunks(ids):
+                self._remember(records)
+                done += n
+                last = done >= total
+                yield Delta(upserts=records, loading=not last, done=done, total=total,
+                            engines=self._engine_list(queue) if last else None)
         self._loaded = True
         self._last_reconcile = self._clock()
+
+    def _list_load(self, ids: list[str], history_date: datetime | None, queue: QueueStatus) -> Iterator[Delta]:
+        """Phase 1 of a SQLite first load: whole records for the newest chunk (the top of the default
+        sort, and W_s), then every other task listed with its state but without its times, newest first."""
+        total = len(ids)
+        newest = ids[::-1]
+        head = newest[: self._chunk]
+        done = 0
+        for n, records in self._fetch_chunks(head):
+            self._remember(records)
+            done += n
+            yield Delta(upserts=records, loading=True, done=done, total=total)
+        # W_r: the Hub's clock before any "still pending?" question below, so any completion we
+        # have not seen has a later `received` (the Hub writes completed and received in one update).
+        if history_date is not None and (self._received_wm is None or history_date < self._received_wm):
+            self._received_wm = history_date
+        rest = newest[len(head):]
+        i = 0
+        while i < len(rest):
+            chunk = rest[i : i + self._list_chunk]
+            # pending first: a task completing between the two requests is then listed as pending
+            # (and found by the next delta), never as completed without a result.
+            pending = self.client.db_query({"msg_id": {"$in": chunk}, "completed": {"$eq": None}}, ["msg_id"])
+            start = time.monotonic()
+            raws = self.client.db_query({"msg_id": {"$in": chunk}}, LIST_KEYS)
+            self._list_chunk = _adapted(self._list_chunk, len(chunk), time.monotonic() - start)
+            done_ids = set(chunk).difference(str(r.get("msg_id")) for r in pending)
+            records = self._normalize(raws, listed_done=done_ids)
+            self._remember(records, cursors=False)
+            self._unfilled.update(r.msg_id for r in records)
+            i += len(chunk)
+            done += len(chunk)
+            last = i >= len(rest)
+            yield Delta(upserts=records, loading=not last, done=done, total=total,
+                        engines=self._engine_list(queue) if last else None)
+        self._backfill = [m for m in rest if m in self._unfilled]
+        self._backfill_pos = 0
+        self._backfill_total = len(self._backfill)
+
+    @property
+    def backfill_progress(self) -> tuple[int, int] | None:
+        """(done, total) while the times of a two-phase first load are being filled in, else None."""
+        if not self._unfilled:
+            return None
+        return self._backfill_total - len(self._unfilled), self._backfill_total
+
+    def _backfill_step(self) -> Iterator[Delta]:
+        """Phase 2: the times of listed records, newest first, a few chunks per sync. Budget: the Hub
+        is kept busy at most BACKFILL_DUTY of the wall time (measured from the end of the previous
+        sync), and at most BACKFILL_MAX_SYNC per sync."""
+        if not self._unfilled:
+            return
+        gap = 0.0 if self._last_sync_end is None else time.monotonic() - self._last_sync_end
+        budget = min(BACKFILL_MAX_SYNC, gap * BACKFILL_DUTY / (1 - BACKFILL_DUTY))
+        spent = 0.0
+        while self._unfilled:
+            # as many ids as the budget left affords at the last measured cost (at least MIN_CHUNK once
+            # per ordinary poll, so that one slow request cannot stall the backfill for good)
+            size = min(self._chunk, int((budget - spent) / self._backfill_cost))
+            if size < MIN_CHUNK:
+                if spent or budget < BACKFILL_MIN_BUDGET:
+                    break
+                size = MIN_CHUNK
+            chunk: list[str] = []
+            while self._backfill_pos < len(self._backfill) and len(chunk) < size:
+                msg_id = self._backfill[self._backfill_pos]
+                self._backfill_pos += 1
+                if msg_id in self._unfilled:
+                    chunk.append(msg_id)
+            if not chunk:
+                self._unfilled.clear()  # every listed id was visited
+                break
+            start = time.monotonic()
+            raws = self.client.db_query({"msg_id": {"$in": chunk}}, TIME_KEYS)
+            elapsed = time.monotonic() - start
+            self._chunk = _adapted(self._chunk, len(chunk), elapsed)
+            self._backfill_cost = elapsed / len(chunk)
+            self._unfilled.difference_update(chunk)
+            filled: list[TaskRecord] = []
+            moved: list[str] = []
+            for raw in raws:
+                rec = self._records.get(str(raw.get("msg_id")))
+                if rec is None:
+                    continue  # purged since: reconciliation tells
+                completed = parse_time(raw.get("completed"))
+                if (completed is None) != rec.state.is_pending:
+                    moved.append(rec.msg_id)  # completed since it was listed: fetched whole below
+                    continue
+                engine_id = rec.engine_id
+                if engine_id is None and rec.engine_uuid:
+                    engine_id = self._engine_ids.get(rec.engine_uuid)  # learnt since from another task's error
+                filled.append(dataclasses.replace(
+                    rec, submitted=parse_time(raw.get("submitted")), started=parse_time(raw.get("started")),
+                    completed=completed, received=parse_time(raw.get("received")), engine_id=engine_id))
+            if moved:
+                start = time.monotonic()
+                filled += self._fetch(moved)
+                spent += time.monotonic() - start
+            spent += elapsed
+            upserts = self._remember(filled, cursors=False)
+            done, total = self._backfill_total - len(self._unfilled), self._backfill_total
+            yield Delta(upserts=upserts, done=done, total=total)
 
     def _delta(self, engines: list[Engine], queue: QueueStatus, warnings: list[str]) -> Delta:
         client = self.client
