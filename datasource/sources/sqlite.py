@@ -87,6 +87,7 @@ COUNT_EVERY_SYNC = 100_000  # above this many rows the live table is counted onl
 LOCKED_LIMIT = 5  # consecutive locked syncs before SourceUnavailable
 WATCH_SECONDS = 10.0  # how long ids that left the Hub's in-flight set are re-read
 INTERN_MAX = 50_000  # distinct strings shared between records
+STALE_MAX = 2_000  # rows no longer pending kept in a table's pending order before it is rebuilt
 
 _TABLE_RE = re.compile(r"^ipython-tasks(?:_(\d+))?$")
 _UTC = timezone.utc
@@ -251,12 +252,27 @@ class _Table:
     resubmitted: dict[str, str] = field(default_factory=dict)  # original msg_id -> copy
     cursor: int = 0  # where the pending rotation resumes
     suspect: bool = False  # a re-read missed a row: check deletions at the next sync
+    # The pending rowids in ascending order, kept across syncs (sorting ~100k of them every sync cost ~5 ms):
+    # built at first use, new rows appended; rows that stop being pending stay in it ("stale") until a
+    # compaction, so the ~50 completions per sync cost nothing here.
+    _order: list[int] | None = None
+    _stale: int = 0
 
     @property
     def has_label(self) -> bool:
         return "label" in self.columns
 
     def set_pending(self, rowid: int, rec: TaskRecord) -> None:
+        order = self._order
+        if order is not None and rowid not in self.pending:
+            if not order or rowid > order[-1]:
+                order.append(rowid)
+            else:
+                i = bisect.bisect_left(order, rowid)
+                if i < len(order) and order[i] == rowid:
+                    self._stale -= 1  # a stale entry is live again
+                else:
+                    order.insert(i, rowid)  # a reused rowid: rare
         self.pending[rowid] = rec.msg_id
         self.pending_recs[rowid] = rec
         self.pending_rowid[rec.msg_id] = rowid
@@ -264,8 +280,17 @@ class _Table:
     def drop_pending(self, msg_id: str) -> None:
         rowid = self.pending_rowid.pop(msg_id, None)
         if rowid is not None:
-            self.pending.pop(rowid, None)
+            if self.pending.pop(rowid, None) is not None and self._order is not None:
+                self._stale += 1
             self.pending_recs.pop(rowid, None)
+
+    def pending_order(self) -> list[int]:
+        """The pending rowids, ascending, with at most STALE_MAX stale entries among them (callers skip
+        rowids not in `pending`)."""
+        if self._order is None or self._stale > STALE_MAX:
+            self._order = sorted(self.pending)
+            self._stale = 0
+        return self._order
 
     def light_select(self) -> str:
         return _LIGHT_SQL.format(label=_LABEL_SQL if self.has_label else _LEGACY_LABEL_SQL)
@@ -946,20 +971,35 @@ class SQLiteSource:
     def _reread_pending(self, t: _Table, by_id: dict[str, TaskRecord]) -> None:
         """Re-read PENDING_SLICE known pending rows: the oldest half (tasks finish roughly in submission
         order) and a slice of the others that rotates (so every pending row is re-read in turn)."""
-        if not t.pending:
+        live = t.pending
+        if not live:
             return
-        rowids = sorted(t.pending)
-        if len(rowids) <= PENDING_SLICE:
-            self._reread_rowids(t, rowids, by_id)
+        order = t.pending_order()
+        if len(live) <= PENDING_SLICE:
+            self._reread_rowids(t, [r for r in order if r in live], by_id)
             return
-        oldest = PENDING_SLICE // 2
-        rest = rowids[oldest:]
-        start = bisect.bisect_left(rest, t.cursor)
-        if start >= len(rest):
-            start = 0
-        picked = (rest[start:] + rest[:start])[:PENDING_SLICE - oldest]
-        t.cursor = rest[(start + len(picked)) % len(rest)]
-        self._reread_rowids(t, rowids[:oldest] + picked, by_id)
+        oldest: list[int] = []
+        want = PENDING_SLICE // 2
+        i = 0
+        while len(oldest) < want:  # len(live) > want: this ends
+            if order[i] in live:
+                oldest.append(order[i])
+            i += 1
+        # the others from the cursor on, wrapping around to just after the oldest
+        want = PENDING_SLICE - want
+        first = i
+        start = max(first, bisect.bisect_left(order, t.cursor))
+        picked: list[int] = []
+        for lo, hi in ((start, len(order)), (first, start)):
+            for j in range(lo, hi):
+                if order[j] in live:
+                    picked.append(order[j])
+                    if len(picked) == want:
+                        break
+            if len(picked) == want:
+                break
+        t.cursor = picked[-1] + 1 if picked else 0
+        self._reread_rowids(t, oldest + picked, by_id)
 
     def _reread_ids(self, t: _Table, ids: Iterable[str], by_id: dict[str, TaskRecord]) -> None:
         rowid_of = t.pending_rowid

@@ -333,6 +333,52 @@ def test_pending_rotation_reaches_every_pending_row(hubdb, monkeypatch):
     src.close()
 
 
+@pytest.mark.parametrize("stale_max", [2, 10_000])
+def test_pending_order_follows_completions_new_rows_and_compaction(hubdb, monkeypatch, stale_max):
+    """The pending rowids are kept in order across syncs (completions leave stale entries, new rows are
+    appended, a still-pending changed row stays in it, compaction drops the stale ones): the re-reads pick
+    only pending rows, reach all of them in one turn of the rotation, and the source
+    ends up agreeing with a fresh load of the file."""
+    monkeypatch.setattr(sqlite_mod, "PENDING_SLICE", 4)
+    monkeypatch.setattr(sqlite_mod, "STALE_MAX", stale_max)
+    db, path = hubdb
+    src = SQLiteSource(path)
+    seen = load(src)
+    done_at = fx.START + timedelta(hours=2)
+    for round_ in range(6):
+        pend = sorted((r.submitted, m) for m, r in seen.items() if r.state is State.PENDING)
+        for _, m in pend[:2]:  # the oldest complete
+            db.update_record(m, {"completed": done_at, "result_content": {"status": "ok"}})
+        db.update_record(pend[-1][1], {"stdout": f"still running {round_}"})  # changed, still pending
+        for rec in fx.record("pending", 5000 + round_):  # and a new pending task
+            db.add_record(rec["msg_id"], rec)
+        db._db.commit()
+        seen.update(load(src))
+    t = src._tables["ipython-tasks"]
+    reread: list[int] = []
+    real = src._reread_rowids
+
+    def spy(table, rowids, by_id):
+        assert all(r in table.pending for r in rowids)
+        reread.extend(rowids)
+        return real(table, rowids, by_id)
+
+    monkeypatch.setattr(src, "_reread_rowids", spy)
+    pending = set(t.pending)
+    # each changed sync (an unchanged file is not read) re-reads the 2 oldest and 2 of the others in turn
+    for i in range(-(-(len(pending) - 2) // 2)):
+        db.update_record(pend[0][1], {"received": done_at + timedelta(seconds=i)})
+        db._db.commit()
+        seen.update(load(src))
+    assert pending <= set(reread)
+    fresh = SQLiteSource(path)
+    want = load(fresh)
+    assert {m: (r.state, r.stdout_size) for m, r in seen.items()} == {m: (r.state, r.stdout_size) for m, r in want.items()}
+    assert sorted(t.pending) == sorted(fresh._tables["ipython-tasks"].pending)
+    src.close()
+    fresh.close()
+
+
 def test_oldest_pending_rows_are_reread_first(hubdb, monkeypatch):
     monkeypatch.setattr(sqlite_mod, "PENDING_SLICE", 2)
     db, path = hubdb
