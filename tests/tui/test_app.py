@@ -545,3 +545,30 @@ async def test_big_store_rereads_in_a_worker_and_keys_keep_working(make_test_app
         assert t.row_count == app.store.count(("ename = ?", ("ValueError",)))
         assert all(r.ename == "ValueError" for r in t.visible_records())
         assert tab_label(app, "all") == f"6 All {t.row_count:,}"
+
+
+async def test_the_status_line_moving_on_never_relays_out_the_screen(make_test_app, clock, monkeypatch) -> None:
+    """The status line's age changes 4 times a second: repainting one line, not re-laying out the whole
+    screen (a full reflow + repaint is ~10-20 ms of CPU, which an idle dashboard must not spend)."""
+    from textual.widget import Widget
+
+    app, _ = make_test_app(n=300)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        await settled(app, pilot)
+        layouts: list[str] = []
+        refresh = Widget.refresh
+
+        def counting(self, *args, layout: bool = False, **kwargs):
+            if layout:
+                layouts.append(type(self).__name__)
+            return refresh(self, *args, layout=layout, **kwargs)
+
+        monkeypatch.setattr(Widget, "refresh", counting)
+        before = status(app)
+        for _ in range(4):
+            clock.advance(3.0)
+            app._tick()
+            await pilot.pause()
+        assert status(app) != before  # the age moved on screen
+        assert layouts == []

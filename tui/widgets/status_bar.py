@@ -37,6 +37,7 @@ class StatusInfo:
 class StatusBar(Static):
     DEFAULT_CSS = """
     StatusBar {
+        width: 1fr;
         height: 1;
         background: $panel;
         color: $foreground;
@@ -56,7 +57,8 @@ class StatusBar(Static):
         if content.plain != self.text or info != self.info:
             self.info = info
             self.text = content.plain
-            self.update(content)
+            # one line of a fixed size: repaint it, never re-lay out the screen (4 times a second: the age moves)
+            self.update(content, layout=False)
 
     @staticmethod
     def render_info(info: StatusInfo) -> Content:
