@@ -207,6 +207,9 @@ _UPSERT = (
 )
 
 _NOT_NULL = {"msg_id", "state"}
+_WRITTEN = COLUMNS + ("signature", "gen")  # the columns of _UPSERT, in TaskStore._row's order
+_COMPARED = tuple(range(1, len(COLUMNS) + 1))  # a known row's columns a poll may change (not msg_id, gen)
+
 CACHE_MB = 32  # SQLite page cache of the store (see TaskStore.__init__)
 STATS_MIN_ROWS = 20_000  # below, SQLite's default plans are fine (and everything is fast)
 
@@ -370,33 +373,15 @@ class TaskStore:
                 if delta.queue is not None:
                     engines_changed = engines_changed or delta.queue != self.queue
                     self.queue = delta.queue
-                if delta.upserts:
-                    before: dict[str, str] = {}
-                    if not bulk:
-                        before = dict(
-                            db.execute(
-                                "SELECT msg_id, state FROM tasks WHERE msg_id IN (SELECT value FROM json_each(?))",
-                                (_json_list([r.msg_id for r in delta.upserts]),),
-                            ).fetchall()
-                        )
+                if delta.upserts and bulk:
                     known = self._engine_ids()
                     rows = []
                     for r in delta.upserts:
-                        engine_id = r.engine_id if r.engine_id is not None else known.get(r.engine_uuid or "")
-                        if r.engine_uuid and r.engine_uuid not in self._engines:
-                            self._engines[r.engine_uuid] = Engine(uuid=r.engine_uuid, id=engine_id, alive=False)
-                        rows.append(self._row(r, engine_id))
-                        if not bulk:
-                            old = before.get(r.msg_id)
-                            if old is None:
-                                result.added += 1
-                            else:
-                                result.changed += 1
-                            if r.state is State.FAILED and old != State.FAILED.value:
-                                result.new_failures.append(r.msg_id)
-                    if bulk:
-                        result.added = len(rows)
+                        rows.append(self._row(r, self._engine_id(r, known)))
+                    result.added = len(rows)
                     db.executemany(_UPSERT, rows)
+                elif delta.upserts:
+                    self._apply_changes(delta.upserts, result)
                 if delta.removed:
                     cur = db.execute(
                         "DELETE FROM tasks WHERE msg_id IN (SELECT value FROM json_each(?))",
@@ -430,6 +415,48 @@ class TaskStore:
                     or delta.reset or delta.loading or was_loading != self.loading:
                 self.version += 1
         return result
+
+    def _engine_id(self, r: TaskRecord, known: dict[str, int]) -> int | None:
+        engine_id = r.engine_id if r.engine_id is not None else known.get(r.engine_uuid or "")
+        if r.engine_uuid and r.engine_uuid not in self._engines:
+            self._engines[r.engine_uuid] = Engine(uuid=r.engine_uuid, id=engine_id, alive=False)
+        return engine_id
+
+    def _apply_changes(self, upserts: Sequence[TaskRecord], result: ApplyResult) -> None:
+        """A poll's upserts (not a load): new rows inserted; a known row updates only the columns that
+        differ, and an identical one is not written at all. An UPDATE rewrites the entries of every index
+        holding a column it sets, changed or not (~25 indexes: 1M tasks, 100 changes, ~1 ms per poll)."""
+        db = self._db
+        records = list({r.msg_id: r for r in upserts}.values())  # the last of a msg_id given twice wins
+        before = {
+            row[0]: row for row in db.execute(
+                f"SELECT {_SELECT}, signature FROM tasks WHERE msg_id IN (SELECT value FROM json_each(?))",
+                (_json_list([r.msg_id for r in records]),),
+            )
+        }
+        known = self._engine_ids()
+        inserts = []
+        updates: dict[tuple[int, ...], list[tuple]] = {}
+        failed = State.FAILED.value
+        for r in records:
+            row = self._row(r, self._engine_id(r, known))
+            old = before.get(r.msg_id)
+            if old is None:
+                inserts.append(row)
+                result.added += 1
+            else:
+                changed = tuple(i for i in _COMPARED if row[i] != old[i])
+                if not changed:
+                    continue
+                updates.setdefault(changed, []).append(tuple(row[i] for i in changed) + (r.msg_id,))
+                result.changed += 1
+            if row[1] == failed and (old is None or old[1] != failed):
+                result.new_failures.append(r.msg_id)
+        if inserts:
+            db.executemany(_UPSERT, inserts)
+        for changed, rows in updates.items():
+            sets = ", ".join(f"{_WRITTEN[i]} = ?" for i in changed)
+            db.executemany(f"UPDATE tasks SET {sets} WHERE msg_id = ?", rows)
 
     def _write_stats(self) -> None:
         """Planner statistics (sqlite_stat1) from what the store knows, after a load: without them SQLite takes

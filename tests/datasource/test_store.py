@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import timedelta
 
@@ -256,3 +257,29 @@ def test_position_within_bound(loaded: tuple[TaskStore, FakeSource], sort: str, 
         bounded = store.position(rows[index].msg_id, where, sort=sort, descending=False, within=8)
         assert exact == index
         assert bounded == (index if index < 8 else None)
+
+
+def test_poll_upserts_write_only_what_changed(loaded: tuple[TaskStore, FakeSource]) -> None:
+    """A poll's upserts (not a load): a known row updates the columns that differ, an identical one is not
+    a change (no version bump, no repaint), a msg_id given twice keeps the last record, a row that turns
+    failed is a new failure, and the aggregate follows the state changes."""
+    store, source = loaded
+    pending = [r for r in source.records.values() if r.state is State.PENDING][:2]
+    counts = store.counts()
+    version = store.version
+    same = store.get(pending[0].msg_id)
+    assert store.apply(Delta(upserts=[same])).changed == 0 and store.version == version
+
+    relabelled = dataclasses.replace(same, label="moved")
+    first = dataclasses.replace(pending[1], state=State.SUCCEEDED,
+                                completed=pending[1].submitted + timedelta(seconds=1))
+    last = dataclasses.replace(first, state=State.FAILED, ename="KeyError", evalue="'k'")
+    result = store.apply(Delta(upserts=[relabelled, first, last]))
+    assert (result.added, result.changed, result.new_failures) == (0, 2, [pending[1].msg_id])
+    assert store.version > version
+    assert store.get(same.msg_id) == relabelled and store.get(last.msg_id) == last
+    after = store.counts()
+    assert after["pending"] == counts["pending"] - 1 and after["failed"] == counts["failed"] + 1
+    assert after["succeeded"] == counts["succeeded"] and after["all"] == counts["all"]
+    assert store.count(("label = ?", ["moved"])) == 1
+    assert [g.signature for g in store.failure_groups(("msg_id = ?", [last.msg_id]))] == ["KeyError: '…'"]
