@@ -62,6 +62,7 @@ import dataclasses
 import os
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
@@ -448,27 +449,42 @@ class HubSource:
         if history_date is not None and (self._received_wm is None or history_date < self._received_wm):
             self._received_wm = history_date
         rest = newest[len(head):]
-        i = 0
-        while i < len(rest):
-            chunk = rest[i : i + self._list_chunk]
-            # pending first: a task completing between the two requests is then listed as pending
-            # (and found by the next delta), never as completed without a result.
-            pending = self.client.db_query({"msg_id": {"$in": chunk}, "completed": {"$eq": None}}, ["msg_id"])
-            start = time.monotonic()
-            raws = self.client.db_query({"msg_id": {"$in": chunk}}, LIST_KEYS)
-            self._list_chunk = _adapted(self._list_chunk, len(chunk), time.monotonic() - start)
-            done_ids = set(chunk).difference(str(r.get("msg_id")) for r in pending)
-            records = self._normalize(raws, listed_done=done_ids)
-            self._remember(records, cursors=False)
-            self._unfilled.update(r.msg_id for r in records)
-            i += len(chunk)
-            done += len(chunk)
-            last = i >= len(rest)
-            yield Delta(upserts=records, loading=not last, done=done, total=total,
-                        engines=self._engine_list(queue) if last else None)
+        # The next chunk is read (one thread, one request at a time) while the caller stores this one:
+        # the Hub's work and ours overlap instead of adding up.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubtop-listing")
+        try:
+            i = 0
+            chunk = rest[: self._list_chunk]
+            future: Future | None = pool.submit(self._listed, chunk)
+            while future is not None:
+                records = future.result()
+                i += len(chunk)
+                done += len(chunk)
+                last = i >= len(rest)
+                self._remember(records, cursors=False)
+                self._unfilled.update(r.msg_id for r in records)
+                future = None
+                if not last:
+                    chunk = rest[i : i + self._list_chunk]
+                    future = pool.submit(self._listed, chunk)
+                yield Delta(upserts=records, loading=not last, done=done, total=total,
+                            engines=self._engine_list(queue) if last else None)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         self._backfill = [m for m in rest if m in self._unfilled]
         self._backfill_pos = 0
         self._backfill_total = len(self._backfill)
+
+    def _listed(self, chunk: list[str]) -> list[TaskRecord]:
+        """The records of `chunk` without their times (phase 1)."""
+        # pending first: a task completing between the two requests is then listed as pending
+        # (and found by the next delta or its backfill), never as completed without a result.
+        pending = self.client.db_query({"msg_id": {"$in": chunk}, "completed": {"$eq": None}}, ["msg_id"])
+        start = time.monotonic()
+        raws = self.client.db_query({"msg_id": {"$in": chunk}}, LIST_KEYS)
+        self._list_chunk = _adapted(self._list_chunk, len(chunk), time.monotonic() - start)
+        done_ids = set(chunk).difference(str(r.get("msg_id")) for r in pending)
+        return self._normalize(raws, listed_done=done_ids)
 
     @property
     def backfill_progress(self) -> tuple[int, int] | None:
@@ -502,6 +518,7 @@ class HubSource:
                     chunk.append(msg_id)
             if not chunk:
                 self._unfilled.clear()  # every listed id was visited
+                self._backfill, self._backfill_pos = [], 0
                 break
             start = time.monotonic()
             raws = self.client.db_query({"msg_id": {"$in": chunk}}, TIME_KEYS)
@@ -532,6 +549,8 @@ class HubSource:
             spent += elapsed
             upserts = self._remember(filled, cursors=False)
             done, total = self._backfill_total - len(self._unfilled), self._backfill_total
+            if not self._unfilled:
+                self._backfill, self._backfill_pos = [], 0
             yield Delta(upserts=upserts, done=done, total=total)
 
     def _delta(self, engines: list[Engine], queue: QueueStatus, warnings: list[str]) -> Delta:
