@@ -12,8 +12,9 @@ text columns have no converter and result_content's JSON costs ~3 us:
    sort; W_s), then per chunk of <= 500 ids `{"completed": {"$eq": None}}` (msg_id only: the pending
    ones) and `LIST_KEYS` (no timestamps). Every task gets its state, engine, client, queue, label,
    resubmitted, ename/evalue from model.normalize_record's own rules; its times are None. 100k tasks:
-   ~1.5 s of Hub time instead of ~15 s. W_r is the Hub's clock (history_reply's date), taken before
-   any "still pending?" question.
+   ~1.5 s of Hub time instead of ~15 s, read by one helper thread a chunk ahead while the caller
+   stores the previous one. W_r is the Hub's clock (history_reply's date), taken before any "still
+   pending?" question.
 2. backfill: the four times of the listed tasks (`TIME_KEYS`), newest first, over the following syncs:
    at most BACKFILL_DUTY of the wall time since the previous sync and BACKFILL_MAX_SYNC per sync, so
    the poll keeps its rhythm and the Hub stays free 2/3 of the time. A task whose `completed` is set

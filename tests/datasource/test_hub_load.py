@@ -237,3 +237,35 @@ def test_task_completing_mid_backfill_ends_right(fresh_cluster, monkeypatch):
         assert known_ids(records, source) == one_phase(cluster.connection_file)
     finally:
         source.close()
+
+
+def test_store_sees_one_reset_load_then_ordinary_polls(cluster_sqlite):
+    """Through the poller: the listing is the store's (reset) load; the backfill's polls change rows, they
+    are no load (no `loading`, no bulk mode that would hide changes, nothing deleted)."""
+    from datasource.poller import Poller
+    from datasource.store import TaskStore
+
+    w = cluster_sqlite.workload
+    source = HubSource(cluster_sqlite.connection_file, live_running=False)
+    store = TaskStore()
+    poller = Poller(source, store)
+    poller.open()
+    source._chunk = 5
+    try:
+        outcome = poller.step()
+        assert outcome.status.state == "connected" and not store.loading and store.total == len(w.all)
+        counts = store.counts()
+        assert counts["failed"] == len(w.failed) and counts["pending"] == 1
+        assert store.count(("submitted IS NULL", ())) == len(w.all) - 5
+        changed = 0
+        deadline = time.monotonic() + 30
+        while source.backfill_progress is not None:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+            outcome = poller.step()
+            assert not store.loading and outcome.added == outcome.removed == 0 and not outcome.new_failures
+            changed += outcome.changed
+        assert changed == len(w.all) - 5
+        assert store.count(("submitted IS NULL", ())) == 0 and store.counts() == counts
+    finally:
+        poller.close()
