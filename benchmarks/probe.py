@@ -268,14 +268,20 @@ async def measure_keys(app: Any, pilot: Any) -> dict[str, dict[str, float]]:
     """Keystroke -> repaint latencies (ms) per kind, polling paused so only the key is measured."""
     app.poller.pause()
     await asyncio.sleep(0.3)
+    table = app._table()
+    table.focus()  # the keys go where a user's go: page down and cursor moves in the task table
+    await _settle(pilot)
     lat: dict[str, list[float]] = {"pane": [], "pagedown": [], "sort": [], "filter": [], "down": []}
     rounds = 4
     for _ in range(rounds):
         for key in ("2", "3", "4", "5", "6", "1"):
             lat["pane"].append(await key_latency(app, pilot, key))
         await key_latency(app, pilot, "6")  # the All pane: the biggest
+        row = table.cursor_row
         for _ in range(5):
             lat["pagedown"].append(await key_latency(app, pilot, "pagedown"))
+        if table.cursor_row <= row:
+            raise SystemExit("page down did not move the task table's cursor: the keys are not measured")
         for _ in range(5):
             lat["down"].append(await key_latency(app, pilot, "down"))
         for _ in range(4):
