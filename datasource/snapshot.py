@@ -37,8 +37,15 @@ class Loaded:
     warnings: list[str] = field(default_factory=list)  # standing caveats + what the load reported
 
 
-def load_source(source: Source, store: TaskStore | None = None, *, opened: bool = False) -> Loaded:
-    """Open `source` (unless `opened`) and apply one full sync to a store. SourceError propagates."""
+def load_source(source: Source, store: TaskStore | None = None, *, opened: bool = False, whole: bool = True) -> Loaded:
+    """Open `source` (unless `opened`) and apply one full sync to a store. SourceError propagates.
+
+    `whole`: every record complete when this returns. A HubSource on a SQLite Hub otherwise lists the
+    tasks first and fills in their times over the next polls (`fast_load`: right for a dashboard,
+    wrong for a one-shot `query` or export); counts alone (`snapshot`) do not need them."""
+    inner = getattr(source, "inner", source)  # ReadOnlySource wraps the real one
+    if hasattr(inner, "fast_load"):
+        inner.fast_load = not whole
     if not opened:
         source.open()
     store = store if store is not None else TaskStore()

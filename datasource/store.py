@@ -346,6 +346,7 @@ class TaskStore:
         self.loading = False
         self.load_done = 0
         self.load_total: int | None = None
+        self.filling: tuple[int, int] | None = None  # (done, total) of a load's second phase (Delta.filling)
         self._load_counts: dict[str, int] | None = None  # Delta.counts of the load under way
         self._memos: dict[tuple, tuple[int, object]] = {}  # filtered scans of the current version
         self._stale_rows = False  # the load under way replaces rows held before it
@@ -391,6 +392,11 @@ class TaskStore:
                     self.removed_total += cur.rowcount
                 if delta.counts is not None:
                     self._load_counts = dict(delta.counts)
+                if delta.reset:
+                    self.filling = None
+                elif delta.filling is not None:
+                    done, total = delta.filling
+                    self.filling = (done, total) if done < total else None
                 if delta.reset or delta.loading:
                     self.loading = True
                     self.load_done = delta.done

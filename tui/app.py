@@ -577,6 +577,7 @@ class HubtopApp(App[None]):
                 total=total,
                 matching=all_matching if filtered else None,
                 loading=loading,
+                filling=self.store.filling,
                 read_only=self.read_only,
                 warnings=warnings,
                 marked=len(self._table().marks),

@@ -170,13 +170,13 @@ def source_from_args(args: argparse.Namespace, cfg: Config):
         raise CLIError(f"{len(exc.clusters)} clusters found, pick one: {listing}", EXIT_USAGE) from None
 
 
-def _load(args: argparse.Namespace, cfg: Config):
-    """Open the source and load every task into a store (one full sync)."""
+def _load(args: argparse.Namespace, cfg: Config, *, whole: bool = True):
+    """Open the source and load every task into a store (one full sync; `whole`: with every field)."""
     from datasource.snapshot import load_source
 
     source = source_from_args(args, cfg)
     try:
-        loaded = load_source(source)
+        loaded = load_source(source, whole=whole)
     except BaseException:
         _close(source)
         raise
@@ -214,7 +214,7 @@ def _configure_snapshot(p: argparse.ArgumentParser) -> None:
 def _run_snapshot(args: argparse.Namespace, cfg: Config) -> int:
     from datasource.snapshot import build_snapshot, summary_text
 
-    source, loaded = _load(args, cfg)
+    source, loaded = _load(args, cfg, whole=False)  # counts and engines: the times are not needed
     try:
         snap = build_snapshot(loaded.store, loaded.caps, source.name, loaded.warnings)
     finally:
@@ -337,7 +337,7 @@ class _Tap:
         from datasource.export import FIELDS, record_row
 
         for delta in self._source.sync():
-            if self.first_done:
+            if self.first_done and delta.filling is None:  # a fill completes the first load: no changes
                 if delta.reset:
                     self._emit({"event": "reload", "message": "the source reloaded every task (a new Hub run?)"})
                 before = {r.msg_id: r for r in self._store.get_many([u.msg_id for u in delta.upserts])}

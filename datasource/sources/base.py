@@ -76,6 +76,9 @@ class Delta:
     warnings: list[str] = field(default_factory=list)  # events of this poll ("3 records vanished")
     running: set[str] | None = None  # msg_ids known running right now (IOPub), when knows_running
     counts: dict[str, int] | None = None  # a (re)load's tasks per pane, known before its rows (SQL aggregate)
+    # A load's second phase: these upserts only fill in fields of records already delivered (the times of a
+    # two-phase Hub load), not changes of the tasks; (done, total) of that fill.
+    filling: tuple[int, int] | None = None
 
 
 @runtime_checkable

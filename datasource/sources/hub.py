@@ -543,16 +543,18 @@ class HubSource:
                 filled.append(dataclasses.replace(
                     rec, submitted=parse_time(raw.get("submitted")), started=parse_time(raw.get("started")),
                     completed=completed, received=parse_time(raw.get("received")), engine_id=engine_id))
-            if moved:
+            if moved:  # real changes of the tasks, told apart from the fill (`hubtop watch` reports them)
                 start = time.monotonic()
-                filled += self._fetch(moved)
+                changed = self._remember(self._fetch(moved), cursors=False)
                 spent += time.monotonic() - start
+                if changed:
+                    yield Delta(upserts=changed)
             spent += elapsed
             upserts = self._remember(filled, cursors=False)
             done, total = self._backfill_total - len(self._unfilled), self._backfill_total
             if not self._unfilled:
                 self._backfill, self._backfill_pos = [], 0
-            yield Delta(upserts=upserts, done=done, total=total)
+            yield Delta(upserts=upserts, filling=(done, total))
 
     def _delta(self, engines: list[Engine], queue: QueueStatus, warnings: list[str]) -> Delta:
         client = self.client

@@ -257,7 +257,18 @@ def test_store_sees_one_reset_load_then_ordinary_polls(cluster_sqlite):
         counts = store.counts()
         assert counts["failed"] == len(w.failed) and counts["pending"] == 1
         assert store.count(("submitted IS NULL", ())) == len(w.all) - 5
+        assert store.filling is None  # the fill starts with the next poll
         changed = 0
+        seen: list[tuple[int, int]] = []
+        sync = source.sync
+
+        def recording():
+            for delta in sync():
+                if delta.filling is not None:
+                    seen.append(delta.filling)
+                yield delta
+
+        source.sync = recording
         deadline = time.monotonic() + 30
         while source.backfill_progress is not None:
             assert time.monotonic() < deadline
@@ -265,7 +276,28 @@ def test_store_sees_one_reset_load_then_ordinary_polls(cluster_sqlite):
             outcome = poller.step()
             assert not store.loading and outcome.added == outcome.removed == 0 and not outcome.new_failures
             changed += outcome.changed
+            assert store.filling == source.backfill_progress  # what the status line shows
         assert changed == len(w.all) - 5
         assert store.count(("submitted IS NULL", ())) == 0 and store.counts() == counts
+        # the status line's "times done / total": it moved on, and it is gone once every time is in
+        assert seen == sorted(seen) and seen[-1] == (len(w.all) - 5, len(w.all) - 5)
+        assert store.filling is None
     finally:
         poller.close()
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_one_shot_commands_load_whole_records(cluster_sqlite, whole):
+    """`hubtop query`/export load once and print: every time must be there (snapshot's counts need none)."""
+    from datasource.snapshot import load_source
+    from datasource.sources.open import ReadOnlySource
+
+    source = ReadOnlySource(HubSource(cluster_sqlite.connection_file, live_running=False))
+    source.inner._chunk = 5
+    try:
+        loaded = load_source(source, whole=whole)
+        missing = loaded.store.count(("submitted IS NULL", ()))
+        assert loaded.store.total == len(cluster_sqlite.workload.all)
+        assert (missing == 0) if whole else (missing == loaded.store.total - 5)
+    finally:
+        source.close()

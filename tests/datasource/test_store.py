@@ -283,3 +283,19 @@ def test_poll_upserts_write_only_what_changed(loaded: tuple[TaskStore, FakeSourc
     assert after["succeeded"] == counts["succeeded"] and after["all"] == counts["all"]
     assert store.count(("label = ?", ["moved"])) == 1
     assert [g.signature for g in store.failure_groups(("msg_id = ?", [last.msg_id]))] == ["KeyError: '…'"]
+
+
+def test_a_fill_reports_its_progress_until_done_and_a_reset_clears_it() -> None:
+    store = TaskStore()
+    records = [make_record(i) for i in range(6)]
+    store.apply(Delta(upserts=records, reset=True))
+    assert store.filling is None
+    store.apply(Delta(upserts=records[:2], filling=(2, 6)))
+    assert store.filling == (2, 6) and not store.loading
+    store.apply(Delta())  # an ordinary poll in between: the fill is still under way
+    assert store.filling == (2, 6)
+    store.apply(Delta(upserts=records[2:], filling=(6, 6)))
+    assert store.filling is None
+    store.apply(Delta(upserts=records[:1], filling=(1, 6)))
+    store.apply(Delta(upserts=records, reset=True))  # a reload starts over
+    assert store.filling is None

@@ -572,3 +572,11 @@ async def test_the_status_line_moving_on_never_relays_out_the_screen(make_test_a
             await pilot.pause()
         assert status(app) != before  # the age moved on screen
         assert layouts == []
+
+
+def test_the_status_line_shows_a_fill_under_way() -> None:
+    from tui.widgets.status_bar import StatusInfo
+
+    info = StatusInfo("connected", "connected", 1.0, 0.2, 100_000, filling=(34_000, 99_995))
+    assert "100,000 tasks · times 34,000 / 99,995 · every 1 s" in StatusBar.render_info(info).plain
+    assert "times" not in StatusBar.render_info(StatusInfo("connected", "connected", 1.0, 0.2, 10)).plain

@@ -407,3 +407,34 @@ def test_query_mongodb_url_and_hub_pairing(cluster_mongodb):
     snap = json.loads(hubtop("snapshot", url, "--hub", str(cluster_mongodb.connection_file), "--json").stdout)
     assert snap["source"]["kind"] == "mongodb" and snap["total"] == len(w.all)
     assert len(snap["engines"]) == 2 and all(e["alive"] for e in snap["engines"])
+
+
+def test_watch_reports_no_change_for_a_fill_of_the_first_load() -> None:
+    """A two-phase Hub load fills in the times of every task over later polls: not 100k "changed" lines."""
+    from dataclasses import replace
+
+    from fakes import make_record
+
+    from datasource.sources.base import Delta
+    from datasource.store import TaskStore
+    from tui.cli import _Tap
+
+    listed = [replace(make_record(i), submitted=None, started=None, completed=None) for i in range(4)]
+    filled = [make_record(i) for i in range(4)]
+    deltas = [[Delta(upserts=listed, reset=True)], [Delta(upserts=filled[:2], filling=(2, 4))],
+              [Delta(upserts=filled[2:], filling=(4, 4)),
+               Delta(upserts=[make_record(9)])]]
+
+    class Listing:
+        name = "listing"
+
+        def sync(self):
+            yield from deltas.pop(0)
+
+    lines: list[dict] = []
+    store = TaskStore()
+    tap = _Tap(Listing(), store, lines.append, None)
+    for _ in range(3):
+        for delta in tap.sync():
+            store.apply(delta)
+    assert [(d.get("change"), d.get("msg_id")) for d in lines] == [("added", make_record(9).msg_id)]

@@ -29,6 +29,7 @@ class StatusInfo:
     total: int  # tasks in the store
     matching: int | None = None  # tasks matching the filter/engine selection (None: no filter)
     loading: tuple[int, int | None] | None = None  # (done, total) during a (re)load
+    filling: tuple[int, int] | None = None  # (done, total) while a two-phase load fills in the tasks' times
     read_only: bool = False
     marked: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -85,6 +86,10 @@ class StatusBar(Static):
         if info.matching is not None:
             tasks = f"{fmt.thousands(info.matching)} of {tasks} match"
         parts.append(Content(tasks))
+        if info.filling is not None:
+            done, total = info.filling
+            parts.append(Content.from_markup("[$warning]times $done / $total[/]",
+                                             done=fmt.thousands(done), total=fmt.thousands(total)))
         if info.marked:
             parts.append(Content.from_markup("[$accent]$n marked[/]", n=fmt.thousands(info.marked)))
         parts.append(Content(f"every {info.interval:g} s"))
