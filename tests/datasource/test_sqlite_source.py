@@ -379,6 +379,25 @@ def test_pending_order_follows_completions_new_rows_and_compaction(hubdb, monkey
     fresh.close()
 
 
+def test_pending_rows_are_held_outside_the_cyclic_gc(hubdb):
+    """What the source keeps of each pending row leaves the GC's lists (at 1M tasks, ~95k tracked
+    TaskRecords doubled every full collection of the app), and still tells a changed row from the same."""
+    import gc
+
+    db, path = hubdb
+    src = SQLiteSource(path)
+    first = load(src)
+    gc.collect()
+    held = src._tables["ipython-tasks"].pending_recs
+    assert held and not any(gc.is_tracked(fp) for fp in held.values())
+    pend = sorted(m for m, r in first.items() if r.state is State.PENDING)
+    db.update_record(pend[0], {"stdout": "more output"})
+    db._db.commit()
+    (d,) = deltas(src)
+    assert [(r.msg_id, r.stdout_size, r.state) for r in d.upserts] == [(pend[0], 11, State.PENDING)]
+    src.close()
+
+
 def test_oldest_pending_rows_are_reread_first(hubdb, monkeypatch):
     monkeypatch.setattr(sqlite_mod, "PENDING_SLICE", 2)
     db, path = hubdb
