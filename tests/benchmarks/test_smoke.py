@@ -20,7 +20,7 @@ ROWS = (
     "poll with 100 changes: hubtop work per poll",
     "keystroke -> repaint: all kinds",
     "resident memory (after load / peak)",
-    "HubSource first full load (--no-direct)",
+    "HubSource first full load (--no-direct): every task, its state",
     "slowest single Hub request",
     "throughput of trivial tasks, hubtop on",
     "queue_request latency, hubtop on-busy",
