@@ -65,8 +65,8 @@ def _state_counts(per_state: dict[str, int], knows_running: bool) -> dict[str, i
     for state, n in per_state.items():
         if state in (State.QUEUED.value, State.RUNNING.value, State.PENDING.value):
             out["pending"] += n
-            if knows_running and state != State.PENDING.value:
-                out[state] += n
+            if knows_running:  # as the dashboard's panes: queued = every pending task not known to run
+                out["running" if state == State.RUNNING.value else "queued"] += n
         else:
             out[state] = out.get(state, 0) + n
     return out

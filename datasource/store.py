@@ -44,7 +44,8 @@ _PENDING = (State.PENDING.value, State.QUEUED.value, State.RUNNING.value)
 # The panes of the dashboard, each a filter on the store. Order matters: it is the tab order.
 PANES: dict[str, Filter] = {
     "pending": ("state IN (?, ?, ?)", _PENDING),
-    "queued": ("state = ?", (State.QUEUED.value,)),
+    # a source that tells running tasks apart (IOPub) proves `running`; the others wait, as far as it knows
+    "queued": ("state IN (?, ?)", (State.PENDING.value, State.QUEUED.value)),
     "running": ("state = ?", (State.RUNNING.value,)),
     "succeeded": ("state = ?", (State.SUCCEEDED.value,)),
     "failed": ("state = ?", (State.FAILED.value,)),
@@ -213,7 +214,7 @@ _COMPARED = tuple(range(1, len(COLUMNS) + 1))  # a known row's columns a poll ma
 CACHE_MB = 32  # SQLite page cache of the store (see TaskStore.__init__)
 STATS_MIN_ROWS = 20_000  # below, SQLite's default plans are fine (and everything is fast)
 
-_LEADING_PENDING = re.compile(r"^(\(*)" + re.escape(PANES["pending"][0]))  # combine() adds the parentheses
+_LEADING_STATES = re.compile(r"^(\(*)state IN \((\?(?:, \?)*)\)")  # a pane's; combine() adds the parentheses
 
 _NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+(?:\.\d+)?")
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
@@ -598,6 +599,8 @@ class TaskStore:
             out["all"] += n
             if state in (State.QUEUED.value, State.RUNNING.value):
                 out["pending"] += n  # the pending pane holds queued and running tasks too
+            elif state == State.PENDING.value:
+                out["queued"] += n  # ... and the queued pane every task not known to be running
         return out
 
     def engine_counts(self, where: Filter | None = None) -> dict[str | None, dict[str, int]]:
@@ -632,18 +635,21 @@ class TaskStore:
         return f"{sort} ASC{nulls}, msg_id ASC"
 
     def _narrow(self, where: Filter) -> Filter:
-        """The Pending pane is `state IN (pending, queued, running)`; when no task is queued or running
-        (a source that cannot tell them apart) it is `state = 'pending'`, which the (state, column)
-        indexes serve in sorted order (an IN over three states makes SQLite sort the whole pane)."""
+        """A pane over several states (Pending: pending, queued, running) without tasks in some of them
+        drops those: `state = 'pending'` is served in sorted order by the (state, column) indexes, where an
+        IN over several states makes SQLite sort the whole pane (1M tasks: 0.1-0.5 s per page)."""
         sql, params = where
-        m = _LEADING_PENDING.match(sql)
-        if m is None or tuple(params[:3]) != _PENDING:
+        m = _LEADING_STATES.match(sql)
+        if m is None:
             return where
-        split = self._query("SELECT count(*) FROM agg WHERE state IN (?, ?) AND n > 0",
-                            (State.QUEUED.value, State.RUNNING.value))[0][0]
-        if split:
+        k = m.group(2).count("?")
+        states = list(params[:k])
+        present = {row[0] for row in self._query("SELECT state FROM agg WHERE n > 0")}
+        keep = [s for s in states if s in present] or states[:1]
+        if len(keep) == len(states):
             return where
-        return (m.group(1) + "state = ?" + sql[m.end():], [State.PENDING.value, *params[3:]])
+        clause = "state = ?" if len(keep) == 1 else f"state IN ({', '.join('?' * len(keep))})"
+        return (m.group(1) + clause + sql[m.end():], [*keep, *params[k:]])
 
     def page(
         self,

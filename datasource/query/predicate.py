@@ -19,7 +19,7 @@ Pred = Callable[[TaskRecord], bool]
 # state qualifier value -> the concrete State values it means ('resubmitted' is separate)
 STATE_SETS: dict[str, frozenset[str]] = {
     "pending": frozenset({"pending", "queued", "running"}),
-    "queued": frozenset({"queued"}),
+    "queued": frozenset({"pending", "queued"}),  # not known to be running (the Queued pane)
     "running": frozenset({"running"}),
     "succeeded": frozenset({"succeeded"}),
     "failed": frozenset({"failed"}),

@@ -39,6 +39,7 @@ def test_counts_by_pane(loaded: tuple[TaskStore, FakeSource]) -> None:
     expected = {pane: 0 for pane in PANES}
     for r in source.records.values():
         expected[r.state.value] += 1
+        expected["queued"] += r.state is State.PENDING  # not known to be running: waiting
         expected["all"] += 1
         expected["resubmitted"] += r.resubmitted is not None
     assert counts == expected
@@ -54,6 +55,23 @@ def test_queued_and_running_count_as_pending() -> None:
     c = store.counts()
     assert (c["pending"], c["queued"], c["running"]) == (2, 1, 1)
     assert store.count(pane_filter("pending")) == 2
+
+
+def test_the_queued_pane_holds_every_pending_task_not_known_to_be_running() -> None:
+    """A source that sees tasks start (IOPub) marks them running; the others stay `pending` (it cannot prove
+    they are queued: a task may have started before it listened). They belong in the Queued pane."""
+    store = TaskStore()
+    recs = [make_record(i) for i in range(40) if make_record(i).state is State.PENDING] + [make_record(1)]
+    waiting = {r.msg_id for r in recs if r.state is State.PENDING}
+    recs[0].state = State.RUNNING
+    waiting.discard(recs[0].msg_id)
+    store.apply(Delta(upserts=recs, reset=True))
+    queued = pane_filter("queued")
+    assert store.counts()["queued"] == store.count(queued) == len(waiting) >= 2
+    assert {r.msg_id for r in store.page(queued, limit=100)} == waiting
+    # no task is in state `queued`: the pane is read as `state = 'pending'`, in the indexes' order
+    assert store._narrow(queued) == ("state = ?", ["pending"])
+    assert store.position(sorted(waiting)[0], queued, sort="msg_id", descending=False) == 0
 
 
 def test_page_sorted_filtered_and_paged(loaded: tuple[TaskStore, FakeSource]) -> None:

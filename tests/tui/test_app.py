@@ -451,6 +451,10 @@ async def test_panes_split_into_queued_and_running_when_the_source_learns_it(mak
         assert app.panes[:2] == ["queued", "running"]
         assert app.current_pane == "queued"
         assert tab_label(app, "running") == "2 Running 4"
+        # the others are not known to be running: they are the Queued pane (the source says `pending`)
+        waiting = [r for r in source.records.values() if r.state is State.PENDING]
+        assert tab_label(app, "queued") == f"1 Queued {len(waiting)}" and len(waiting) > 4
+        assert {r.state for r in table(app).visible_records()} == {State.PENDING}
         await pilot.press("2")
         await pilot.pause()
         assert app.current_pane == "running"
