@@ -584,3 +584,14 @@ def test_the_status_line_shows_a_fill_under_way() -> None:
     info = StatusInfo("connected", "connected", 1.0, 0.2, 100_000, filling=(34_000, 99_995))
     assert "100,000 tasks · times 34,000 / 99,995 · every 1 s" in StatusBar.render_info(info).plain
     assert "times" not in StatusBar.render_info(StatusInfo("connected", "connected", 1.0, 0.2, 10)).plain
+
+
+async def test_long_lived_objects_are_frozen_after_the_first_load_and_released_at_exit(make_test_app) -> None:
+    import gc
+
+    app, _ = make_test_app(n=300)
+    async with app.run_test(size=SIZE) as pilot:
+        assert gc.get_freeze_count() == 0
+        await started(app, pilot)
+        assert gc.get_freeze_count() > 1000  # full collections skip them from now on
+    assert gc.get_freeze_count() == 0
