@@ -214,9 +214,14 @@ async def test_new_sort_keeps_a_task_near_the_top_and_sends_a_deep_cursor_home()
         table.set_view(None, sort="msg_id", descending=False)
         await pilot.pause()
         assert table.cursor_id == kept and table.cursor_row == near
-        # asked for by id (a jump from the detail screen, a pane's remembered task): found at any depth
+        # a pane's remembered task: the same rule
+        table.KEEP_DEPTH = 200
         newest = store.page(None, sort="submitted", descending=True, limit=1)[0].msg_id
         table.set_view(None, sort="submitted", descending=False, cursor_id=newest)
+        await pilot.pause()
+        assert table.cursor_row == 0 and table.cursor_id != newest
+        # a jump the user asked for (the detail screen's lineage, `select_task`): found at any depth
+        assert table.move_to(newest)
         await pilot.pause()
         assert table.cursor_id == newest and table.cursor_row == 399
 

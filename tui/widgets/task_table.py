@@ -172,7 +172,6 @@ class TaskTable(ScrollView, can_focus=True):
         self._target: tuple = (None, "submitted", True)  # (where, sort, descending) asked for
         self._asked: tuple | None = None  # (store version, target) of the last read started
         self._scroll_home = False
-        self._exact = False  # the next read finds cursor_id wherever it is (asked for by id)
         self._pending: int | None = None  # token of the re-read running in a worker
         self._token = 0
         self.row_count = 0
@@ -194,11 +193,11 @@ class TaskTable(ScrollView, can_focus=True):
         descending: bool | None = None,
         cursor_id: str | None | bool = False,
     ) -> None:
-        """Show another filter/sort. cursor_id: keep the current task if it is near the top of the new view
-        (False), go to this one wherever it is, or top (None)."""
+        """Show another filter/sort. cursor_id: keep the current task (False) or go to this one (a pane's
+        remembered task), either if it is within KEEP_DEPTH rows of the top of the new view, else the top;
+        or the top (None). `move_to` finds a task at any depth (a jump the user asked for)."""
         self._target = (where, sort or self._target[1], self._target[2] if descending is None else descending)
         self._scroll_home = cursor_id is None
-        self._exact = isinstance(cursor_id, str)
         if cursor_id is not False:
             self.cursor_id = cursor_id  # type: ignore[assignment]
             if cursor_id is None:
@@ -227,9 +226,9 @@ class TaskTable(ScrollView, can_focus=True):
             return False
         self._asked = (version, query)
         same_view = query == (self.where, self.sort, self.descending)
-        within = None if same_view or self._exact else self.KEEP_DEPTH
+        within = None if same_view else self.KEEP_DEPTH
         request = (query, self.cursor_id, self.cursor_row, self._page_size(), self._scroll_home, same_view, within)
-        self._scroll_home = self._exact = False
+        self._scroll_home = False
         if self.row_count <= self.SYNC_ROWS and self.store.total <= self.SYNC_ROWS:
             self._pending = None
             self._install(request, self._read(request))
