@@ -15,6 +15,8 @@ Incremental sync (cost grows with the changes, plus a few indexed queries):
   a Hub (the oldest half by `submitted`, and a slice of the others that rotates); with a paired Hub its in-flight ids plus the ids that just left that set;
 * `resubmitted` set on originals: `{"resubmitted": {"$in": new copies}}` when a Hub-made copy appears,
   plus `{"resubmitted": {"$ne": None}}` every `SLOW_EVERY` syncs.
+Paired with a Hub, pending records seen busy on its IOPub relay are `running` (`knows_running`), and a Hub
+that does not answer is asked again with a backoff: see `paired.PairedHub`.
 `find(query)` runs a Mongo query for the query language, after checking every `$operator` against
 `MONGO_OPERATORS` (no `$where`, no `$expr`) and translating `$glob` like ipyparallel does.
 """
@@ -22,6 +24,7 @@ Incremental sync (cost grows with the changes, plus a few indexed queries):
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import fnmatch
 import time
 from contextlib import contextmanager
@@ -32,7 +35,7 @@ from ..model import TaskDetail, TaskRecord, normalize_detail, normalize_record
 from ..query.errors import QueryError
 from ..query.jsonquery import MONGO_OPERATORS
 from .base import ActionRefused, Capabilities, Delta, NotATaskDatabase, SourceError, SourceUnavailable
-from .paired import PURGE_REASON, RESUBMIT_REASON, hub_state, learn_engine_ids, resubmit_via
+from .paired import PURGE_REASON, RESUBMIT_REASON, PairedHub, resubmit_via
 
 __all__ = ["MongoSource", "MONGO_OPERATORS", "LIGHT_PROJECTION", "check_query", "translate_glob"]
 
@@ -122,6 +125,7 @@ class MongoSource:
         self.database = database
         self.collection = collection
         self.hub = hub
+        self.paired = PairedHub(hub, what="database") if hub is not None else None
         self.allow_writes = allow_writes
         self.timeout = timeout
         self.host = _host_of(uri)
@@ -151,6 +155,7 @@ class MongoSource:
             kind="mongodb",
             backend="mongodb",
             stores_tasks=True,
+            knows_running=self.paired is not None and self.paired.knows_running,
             has_engines=hub,
             can_resubmit=hub,
             resubmit_reason="" if hub else RESUBMIT_REASON,
@@ -158,6 +163,7 @@ class MongoSource:
             purge_reason="" if can_purge else PURGE_REASON.replace("a tasks.db", "a database"),
             purge_via_hub=hub,
             read_only=not hub and not self.allow_writes,
+            warnings=self.paired.warnings() if self.paired is not None else (),
         )
 
     def open(self) -> None:
@@ -178,6 +184,8 @@ class MongoSource:
         except BaseException:
             self.close()
             raise
+        if self.paired is not None:
+            self.paired.open()  # subscribe to IOPub before the load: a task starting meanwhile is seen
 
     def _connect(self) -> None:
         with self._errors():
@@ -203,8 +211,8 @@ class MongoSource:
             self._client.close()
             self._client = None
             self._coll = None
-        if self.hub is not None:
-            self.hub.close()  # a closed HubClient reconnects by itself if used again
+        if self.paired is not None:
+            self.paired.close()
 
     def sync(self) -> Iterator[Delta]:
         if self._coll is None:
@@ -220,6 +228,7 @@ class MongoSource:
                 self._incremental(delta, by_id)
         except SourceError:
             # what was read before the server went away is true (and past `_last_id`): deliver it
+            self._remark(by_id)
             delta.upserts.extend(by_id.values())
             if delta.upserts or delta.removed:
                 yield delta
@@ -322,6 +331,8 @@ class MongoSource:
         for rec in recs:
             self._ids.add(rec.msg_id)
             if rec.state.is_pending:
+                if self.paired is not None:
+                    self.paired.mark(rec)
                 self._pending[rec.msg_id] = rec
             else:
                 self._pending.pop(rec.msg_id, None)
@@ -332,8 +343,9 @@ class MongoSource:
         return recs
 
     def _full_load(self) -> Iterator[Delta]:
-        if self.hub is not None:
-            learn_engine_ids(self.hub, self._engine_ids)  # before normalizing, so records get their ids
+        if self.paired is not None:
+            self.paired.learn_engine_ids(self._engine_ids)  # before normalizing, so records get their ids
+            self.paired.marks_changed()  # every record of the load is marked as it is built
         self._ids, self._pending, self._resubmitted = set(), {}, {}
         self._in_flight, self._watch = set(), {}
         with self._errors():
@@ -355,13 +367,16 @@ class MongoSource:
             first = False
         self._loaded = True
         final = Delta(reset=first, loading=False, done=done, total=done)
-        if self.hub is not None:
-            hub_state(self.hub, final, self._engine_ids)
+        if self.paired is not None:
+            self.paired.poll(final, self._engine_ids)
+            by_id: dict[str, TaskRecord] = {}
+            self._remark(by_id)  # tasks that started or ended while the load ran
+            final.upserts.extend(by_id.values())
         yield final
 
     def _incremental(self, delta: Delta, by_id: dict[str, TaskRecord]) -> None:
         """Fill `delta` (removals, warnings, Hub state) and `by_id` (upserts) with what changed."""
-        in_flight = hub_state(self.hub, delta, self._engine_ids) if self.hub is not None else None
+        in_flight = self.paired.poll(delta, self._engine_ids) if self.paired is not None else None
         slow = self._syncs % SLOW_EVERY == 0
         # new documents
         while True:
@@ -426,6 +441,21 @@ class MongoSource:
                     )
             if appeared:
                 self._reread(appeared, by_id, known_only=False)
+        self._remark(by_id)
+
+    def _remark(self, by_id: dict[str, TaskRecord]) -> None:
+        """Pending records whose running mark changed (IOPub) and that this sync did not re-read: upserted
+        again with the new state (no read of the database)."""
+        if self.paired is None:
+            return
+        for m in self.paired.marks_changed():
+            rec = self._pending.get(m)
+            if rec is None or m in by_id:
+                continue
+            state = self.paired.state_of(m)
+            if rec.state is not state:
+                rec = self._pending[m] = dataclasses.replace(rec, state=state)
+                by_id[m] = rec
 
     def _pending_slice(self) -> list[str]:
         """PENDING_SLICE pending ids: the oldest half by `submitted` (tasks finish roughly in submission

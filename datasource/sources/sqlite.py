@@ -38,6 +38,11 @@ Incremental sync, per call:
   reused rowid (SQLite reuses the largest rowid after the newest rows are deleted).
 * a lock in the middle of a sync ends it there: what was read before is delivered, the rest is redone at
   the next sync (the data_version watermark only moves after a complete sync).
+* running vs pending (paired with a Hub, `knows_running` while its IOPub relay is subscribed): pending rows
+  are marked RUNNING as they are built when `paired.PairedHub` has them seen busy; a mark that changes while
+  the row does not (a task starts long before its row changes) is upserted from what the table keeps of the
+  row (its fingerprint), with no read of the file. A Hub that does not answer is asked again with a backoff
+  (paired.py), so the file keeps its pace.
 Limits: without a Hub a change to a pending row is seen within ceil(pending / PENDING_SLICE) changed
 syncs; `resubmitted` set on an already-completed row with no new copy is seen at the next slow sync;
 the count check and the slow scans are O(rows) (~90 ms and ~1-2 s per 1M rows on a busy 2-core machine):
@@ -75,7 +80,7 @@ from ..model import (
     strip_ansi,
 )
 from .base import ActionRefused, Capabilities, Delta, NotATaskDatabase, SourceError, SourceUnavailable
-from .paired import PURGE_REASON, RESUBMIT_REASON, hub_state, learn_engine_ids, resubmit_via
+from .paired import PURGE_REASON, RESUBMIT_REASON, PairedHub, hub_state, learn_engine_ids, resubmit_via
 
 __all__ = ["SQLiteSource", "find_tables", "table_order_key", "hub_state", "learn_engine_ids"]
 
@@ -184,6 +189,14 @@ _FP_MSG_ID, _FP_ENGINE, _FP_STARTED, _FP_RESUB, _FP_OUT, _FP_ERR = (
 
 def _fingerprint(rec: TaskRecord) -> tuple:
     return (rec.state.value,) + _FP_GET(rec)
+
+
+def _record_of(fp: tuple) -> TaskRecord:
+    """The record a fingerprint was taken of (TaskRecord's fields: msg_id, state, then _FP_FIELDS[1:])."""
+    return TaskRecord(fp[1], State(fp[0]), *fp[2:])
+
+
+assert _FP_FIELDS[0] == "msg_id" and [f.name for f in dataclasses.fields(TaskRecord)][1] == "state"
 
 
 class _IdSet:
@@ -345,6 +358,7 @@ class SQLiteSource:
         self.path = Path(path).expanduser()
         self.engine_ids_path = Path(engine_ids_path).expanduser() if engine_ids_path else None
         self.hub = hub
+        self.paired = PairedHub(hub, what="file") if hub is not None else None
         self.allow_writes = allow_writes
         self.name = f"SQLite {self.path}"
         self._con: sqlite3.Connection | None = None
@@ -373,7 +387,7 @@ class SQLiteSource:
             kind="sqlite",
             backend="sqlite",
             stores_tasks=True,
-            knows_running=False,
+            knows_running=self.paired is not None and self.paired.knows_running,
             has_engines=hub,
             can_resubmit=hub,
             resubmit_reason="" if hub else RESUBMIT_REASON,
@@ -381,7 +395,8 @@ class SQLiteSource:
             purge_reason="" if can_purge else PURGE_REASON,
             purge_via_hub=hub,
             read_only=not hub and not self.allow_writes,
-            warnings=("read from tasks.db: the Hub commits every 2 s, so data can be ~2 s late",),
+            warnings=("read from tasks.db: the Hub commits every 2 s, so data can be ~2 s late",)
+            + (self.paired.warnings() if self.paired is not None else ()),
         )
 
     def open(self) -> None:
@@ -411,13 +426,15 @@ class SQLiteSource:
         st = self.path.stat()
         self._inode = (st.st_dev, st.st_ino)
         self._load_engine_ids()
+        if self.paired is not None:
+            self.paired.open()  # subscribe to IOPub before the load: a task starting meanwhile is seen
 
     def close(self) -> None:
         if self._con is not None:
             self._con.close()
             self._con = None
-        if self.hub is not None:
-            self.hub.close()  # a closed HubClient reconnects by itself if used again
+        if self.paired is not None:
+            self.paired.close()
 
     def sync(self) -> Iterator[Delta]:
         if self._con is None:
@@ -699,6 +716,10 @@ class SQLiteSource:
         recs, exact = self._build(rows, table, pend)
         if exact:
             recs.extend(self._exact(table, exact, pend))
+        if self.paired is not None and pend:
+            mark = self.paired.mark
+            for _, rec in pend:
+                mark(rec)
         table.ids.update([r.msg_id for r in recs])
         if not fresh:
             for rec in recs:
@@ -717,8 +738,9 @@ class SQLiteSource:
 
     def _full_load(self) -> Iterator[Delta]:
         self._load_engine_ids()
-        if self.hub is not None:
-            learn_engine_ids(self.hub, self._engine_ids)  # before normalizing, so records get their ids
+        if self.paired is not None:
+            self.paired.learn_engine_ids(self._engine_ids)  # before normalizing, so records get their ids
+            self.paired.marks_changed()  # every record of the load is marked as it is built
         self._tables = {}
         self._rerun = set()
         self._in_flight = set()
@@ -763,8 +785,11 @@ class SQLiteSource:
             t.count = len(t.ids)
         self._loaded = True
         final = Delta(reset=first, loading=False, done=done, total=done)
-        if self.hub is not None:
+        if self.paired is not None:
             self._hub_state(final)
+            by_id: dict[str, TaskRecord] = {}
+            self._remark(by_id)  # tasks that started or ended while the load ran
+            final.upserts.extend(by_id.values())
         yield final
 
     def _count_panes(self) -> dict[str, int]:
@@ -798,11 +823,14 @@ class SQLiteSource:
         """(the delta of this sync or None, whether a writer's lock cut it short)."""
         con = self._connection()
         delta = Delta()
-        hub_ids = self._hub_state(delta) if self.hub is not None else None
+        hub_ids = self._hub_state(delta) if self.paired is not None else None
         try:
             version = self._retry(lambda: con.execute("PRAGMA data_version").fetchone()[0])
         except _Locked:
-            return (delta if delta.engines is not None or delta.warnings else None), True
+            by_id: dict[str, TaskRecord] = {}
+            self._remark(by_id)
+            delta.upserts.extend(by_id.values())
+            return (delta if delta.engines is not None or delta.warnings or delta.upserts else None), True
         changed = version != self._data_version
         self._dirty |= changed
         slow = self._dirty and self._syncs - self._last_slow >= self._slow_every()
@@ -817,6 +845,7 @@ class SQLiteSource:
                 self._data_version = version
             except _Locked:
                 locked = True  # every state change so far matches what is in `delta`/`by_id`
+        self._remark(by_id)
         delta.upserts.extend(by_id.values())
         if not delta.upserts and not delta.removed and not delta.warnings and delta.engines is None:
             return None, locked
@@ -1080,7 +1109,28 @@ class SQLiteSource:
     # -- the paired Hub ----------------------------------------------------------------------------
 
     def _hub_state(self, delta: Delta) -> set[str] | None:
-        return hub_state(self.hub, delta, self._engine_ids)
+        assert self.paired is not None
+        return self.paired.poll(delta, self._engine_ids)
+
+    def _remark(self, by_id: dict[str, TaskRecord]) -> None:
+        """Pending rows whose running mark changed (IOPub) and that this sync did not re-read: their record
+        again, rebuilt from what the table keeps of it with the new state (no read of the file)."""
+        if self.paired is None:
+            return
+        for m in self.paired.marks_changed():
+            if m in by_id:
+                continue  # re-read this sync, and marked as it was built
+            state = self.paired.state_of(m).value
+            for t in self._tables.values():
+                rowid = t.pending_rowid.get(m)
+                if rowid is None:
+                    continue
+                fp = t.pending_recs.get(rowid)
+                if fp is not None and fp[0] != state:
+                    fp = (state,) + fp[1:]
+                    t.pending_recs[rowid] = fp
+                    by_id[m] = _record_of(fp)
+                break
 
     # -- writes (allow_writes only) ----------------------------------------------------------------
 

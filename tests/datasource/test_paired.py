@@ -1,0 +1,162 @@
+"""A database source paired with its Hub (`datasource/sources/paired.py`): running marks from the Hub's IOPub
+relay on the direct path, against real clusters."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from datasource.model import State
+from datasource.poller import Poller
+from datasource.sources.base import Delta
+from datasource.sources.open import open_source
+from datasource.sources.paired import PairedHub
+from datasource.sources.sqlite import SQLiteSource
+from datasource.store import TaskStore
+
+pytestmark = pytest.mark.cluster
+
+
+def _submit_sleeps(cluster, *seconds: float):
+    """Load-balanced sleeps on the cluster; returns (client, msg_ids). The caller closes the client."""
+    import cluster_workload
+
+    rc = cluster_workload.connect(cluster.connection_file)
+    view = rc.load_balanced_view()
+    ars = [view.apply_async(cluster_workload._sleep, s) for s in seconds]
+    return rc, [ar.msg_ids[0] for ar in ars]
+
+
+def _step_until(poller: Poller, store: TaskStore, cond, timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        out = poller.step()
+        assert out.status.state == "connected", out.status.message
+        if cond(store):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def _state(store: TaskStore, msg_id: str) -> State | None:
+    rec = store.get(msg_id)
+    return None if rec is None else rec.state
+
+
+def test_direct_path_marks_running_tasks_then_their_outcome(fresh_cluster) -> None:
+    cluster = fresh_cluster("sqlite", n=1)
+    source = open_source(str(cluster.connection_file), timeout=2.0)
+    assert isinstance(source, SQLiteSource)
+    assert not source.capabilities().knows_running  # not subscribed before open
+    store = TaskStore()
+    poller = Poller(source, store)
+    rc = None
+    try:
+        poller.open()
+        assert poller.step().status.state == "connected"
+        assert source.capabilities().knows_running
+        # one engine: the first sleep runs, the second waits behind it
+        rc, (first, second) = _submit_sleeps(cluster, 4.0, 2.0)
+        _step_until(poller, store, lambda s: _state(s, first) is State.RUNNING, 20, "the first task running")
+        assert _state(store, second) is State.PENDING  # in the file, not seen running: the Queued pane
+        counts = store.counts()
+        assert counts["running"] == 1 and counts["queued"] == 1 and counts["pending"] == 2
+        _step_until(poller, store, lambda s: _state(s, first) is State.SUCCEEDED, 20, "the first task done")
+        _step_until(poller, store, lambda s: _state(s, second) in (State.RUNNING, State.SUCCEEDED), 20,
+                    "the second task running")
+        _step_until(poller, store, lambda s: _state(s, second) is State.SUCCEEDED, 20, "the second task done")
+        assert store.counts()["running"] == 0 and store.counts()["queued"] == 0
+    finally:
+        if rc is not None:
+            rc.close()
+        source.close()
+
+
+def test_a_running_mark_reaches_the_store_without_a_change_of_the_file(fresh_cluster) -> None:
+    """A task starts long before its row changes: the mark is an upsert of that record alone, made from what
+    the source holds (the file's data_version did not move)."""
+    cluster = fresh_cluster("sqlite", n=1)
+    source = SQLiteSource(cluster.tasks_db, hub=cluster.hub_client())
+    rc = None
+    try:
+        source.open()
+        list(source.sync())
+        rc, (task,) = _submit_sleeps(cluster, 6.0)
+        seen: list[Delta] = []
+        deadline = time.monotonic() + 20
+        while not any(r.msg_id == task and r.state is State.RUNNING for d in seen for r in d.upserts):
+            assert time.monotonic() < deadline, "never marked running"
+            seen.extend(source.sync())
+            time.sleep(0.2)
+        marked = [d for d in seen if any(r.state is State.RUNNING for r in d.upserts)][0]
+        assert [r.msg_id for r in marked.upserts] == [task]
+        row = source._connection().execute(
+            f'SELECT completed FROM "{max(source._tables)}" WHERE msg_id = ?', (task,)).fetchall()
+        assert row == [(None,)]  # still pending in the file
+        # nothing happens: a poll yields no upsert (engines and queues only)
+        time.sleep(0.3)
+        assert all(not d.upserts for d in source.sync())
+    finally:
+        if rc is not None:
+            rc.close()
+        source.close()
+
+
+def test_knows_running_only_with_a_hub(cluster_sqlite) -> None:
+    w = cluster_sqlite.workload
+    bare = SQLiteSource(cluster_sqlite.tasks_db)
+    paired = SQLiteSource(cluster_sqlite.tasks_db, hub=cluster_sqlite.hub_client())
+    try:
+        for src in (bare, paired):
+            src.open()
+            recs: dict = {}
+            deadline = time.monotonic() + 10
+            while w.pending[0] not in recs:  # the Hub commits tasks.db every 2 s
+                assert time.monotonic() < deadline
+                recs.update({r.msg_id: r for d in src.sync() for r in d.upserts})
+                time.sleep(0.2)
+            # the workload's long sleep started before anyone subscribed: pending (a SUB misses history)
+            assert recs[w.pending[0]].state is State.PENDING
+        assert not bare.capabilities().knows_running
+        assert paired.capabilities().knows_running
+        assert paired.paired.knows_running and not paired.paired.down
+    finally:
+        bare.close()
+        paired.close()
+
+
+def test_no_iopub_no_running(cluster_sqlite) -> None:
+    hub = PairedHub(cluster_sqlite.hub_client(), live_running=False)
+    try:
+        hub.open()
+        d = Delta()
+        assert cluster_sqlite.workload.pending[0] in hub.poll(d, {})
+        assert not hub.knows_running and d.engines and not hub.warnings()
+    finally:
+        hub.close()
+
+
+def test_mongodb_paired_with_its_hub_marks_running_tasks(fresh_cluster) -> None:
+    """The same PairedHub serves MongoSource: running marks, then the outcome."""
+    from datasource.sources.mongo import MongoSource
+
+    cluster = fresh_cluster("mongodb", n=1)
+    source = MongoSource(cluster.mongo_uri, database=cluster.mongo_database, hub=cluster.hub_client())
+    store = TaskStore()
+    poller = Poller(source, store)
+    rc = None
+    try:
+        poller.open()
+        assert poller.step().status.state == "connected"
+        assert source.capabilities().knows_running
+        rc, (first, second) = _submit_sleeps(cluster, 4.0, 1.0)
+        _step_until(poller, store, lambda s: _state(s, first) is State.RUNNING, 20, "the first task running")
+        assert _state(store, second) is State.PENDING
+        _step_until(poller, store, lambda s: _state(s, second) is State.SUCCEEDED
+                    and _state(s, first) is State.SUCCEEDED, 30, "both tasks done")
+    finally:
+        if rc is not None:
+            rc.close()
+        poller.close()
