@@ -174,3 +174,75 @@ def test_engine_dies_mid_task(fresh_cluster) -> None:
         assert sum(e.alive for e in store.engines()) == 1
     finally:
         poller.close()
+
+
+def test_direct_path_hub_down_keeps_the_file_pace_then_recovers(fresh_cluster, caplog) -> None:
+    """The direct path (tasks.db + its Hub): with the Hub killed, every poll still reads the file, fast (the Hub
+    is asked again with a backoff, not at every poll), one standing warning says why; the Hub restarted, the
+    engines and the running marks come back."""
+    import sqlite3
+    from datetime import datetime, timezone
+
+    import cluster_workload
+    from datasource.sources.open import open_source
+    from datasource.sources.paired import POLL_TIMEOUT, RETRY_TIMEOUT
+    from datasource.sources.sqlite import SQLiteSource, find_tables
+
+    caplog.set_level(logging.INFO, logger="hubtop")
+    cluster = fresh_cluster("sqlite", n=1)
+    source = open_source(str(cluster.connection_file), timeout=5.0)
+    assert isinstance(source, SQLiteSource)
+    store = TaskStore()
+    poller = Poller(source, store)
+    rc = None
+    try:
+        poller.open()
+        assert poller.step().status.state == "connected"
+        assert any(e.alive for e in store.engines())
+
+        cluster.kill_controller(signal.SIGKILL)
+        times: list[float] = []
+        written: dict[str, int] = {}  # msg_id -> the poll after which it was written
+        seen_at: dict[str, int] = {}
+        end = time.monotonic() + 8.0
+        while time.monotonic() < end:
+            if len(times) in (5, 15, 25):  # the file changes while the Hub is down (another writer)
+                msg_id = f"written-while-down-{len(times)}"
+                con = sqlite3.connect(str(cluster.tasks_db), timeout=2.0)
+                with con:
+                    con.execute(f'INSERT INTO "{find_tables(con)[-1]}" (msg_id, submitted) VALUES (?, ?)',
+                                (msg_id, datetime.now(timezone.utc).isoformat()))
+                con.close()
+                written[msg_id] = len(times)
+            t0 = time.monotonic()
+            out = poller.step()
+            times.append(time.monotonic() - t0)
+            assert out.status.state == "connected", out.status.message  # the file is there: not an outage
+            for m in written:
+                if m not in seen_at and store.get(m) is not None:
+                    seen_at[m] = len(times) - 1 - written[m]
+            time.sleep(0.1)
+        assert times[0] < POLL_TIMEOUT + 1.0  # the poll that found the Hub gone: the per-poll timeout, not 5 s
+        assert max(times[1:]) < RETRY_TIMEOUT + 0.5, times  # the retries: the short timeout
+        assert sorted(times)[len(times) // 2] < 0.1, times  # most polls do not ask the Hub at all
+        assert len(times) >= 20
+        assert seen_at == {m: 0 for m in written}  # each change of the file at the very next poll
+        hub_lines = [w for w in poller.status.warnings if "Hub did not answer" in w]
+        assert len(hub_lines) == 1 and "showing the file only" in hub_lines[0] and "\n" not in hub_lines[0]
+        assert all(store.get(m).state is State.PENDING for m in written)  # no running marks while the Hub is down
+
+        live = cluster.restart_controller()
+        poll_until(poller, lambda o: not any("Hub did not answer" in w for w in o.status.warnings), timeout=40)
+        rc = cluster_workload.connect(cluster.connection_file)
+        task = rc.load_balanced_view().apply_async(cluster_workload._sleep, 5.0).msg_ids[0]
+        poll_until(poller, lambda o: store.get(task) is not None and store.get(task).state is State.RUNNING,
+                   timeout=20)
+        assert not any("Hub did not answer" in w for w in poller.status.warnings)
+        assert {e.uuid for e in store.engines() if e.alive} == set(live.values())
+        assert source.capabilities().knows_running
+        poll_until(poller, lambda o: store.get(task).state is State.SUCCEEDED, timeout=30)
+    finally:
+        if rc is not None:
+            rc.close()
+        poller.close()
+    assert errors_logged(caplog) == []
