@@ -374,8 +374,10 @@ class TaskTable(ScrollView, can_focus=True):
         self._update_virtual_size()
 
     def on_resize(self, event: events.Resize) -> None:
+        # The window of records stays valid (rows by index; _record() reads what a taller view lacks). The
+        # filter bar opening shrinks the table: re-reading here would hit the store on the UI thread while
+        # the filter's own read holds its lock (1M: a 130 ms stall).
         self._layout_columns()
-        self._window_valid = False
         self._scroll_cursor_visible()
 
     # -- cursor -------------------------------------------------------------------------------
