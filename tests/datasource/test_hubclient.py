@@ -201,3 +201,34 @@ def test_curve_hub(fresh_cluster):
     with HubClient(plain, timeout=0.5) as client:
         with pytest.raises(SourceUnavailable):
             client.connection_request()
+
+
+def test_iopub_reads_signed_status_messages_only() -> None:
+    """The relay's frames as an engine sends them (topic, delimiter, signature, four parts): a status
+    moves the running set; output, a bad signature and garbage do not, and are not fully parsed."""
+    import uuid
+
+    from jupyter_client.session import Session
+
+    from datasource.hubclient import IOPubListener
+
+    key = uuid.uuid4().hex.encode()
+    engine = Session(key=key, username="engine")
+    listener = IOPubListener.__new__(IOPubListener)  # no socket: _status() is what drain() runs per message
+    listener.session = Session(key=key, username="hubtop")
+    parent = engine.msg_header("apply_request")
+
+    def frames(msg_type: str, content: dict, topic: bytes | None, session: Session = engine) -> list[bytes]:
+        msg = session.msg(msg_type, content, parent=parent)
+        return session.serialize(msg, ident=topic)
+
+    busy = frames("status", {"execution_state": "busy"}, b"engine.3.status")
+    assert listener._status(busy) == (parent["msg_id"], "busy")
+    assert listener._status(frames("status", {"execution_state": "idle"}, None)) == (parent["msg_id"], "idle")
+    assert listener._status(frames("stream", {"name": "stdout", "text": "x"}, b"engine.3.stdout")) == (None, None)
+    assert listener._status(frames("stream", {"name": "stdout", "text": "x"}, None)) == (None, None)
+    forged = frames("status", {"execution_state": "busy"}, b"engine.3.status", Session(key=b"wrong", username="x"))
+    assert listener._status(forged) == (None, None)
+    tampered = list(busy)
+    tampered[-1] = b'{"execution_state": "idle"}'
+    assert listener._status(tampered) == (None, None)
