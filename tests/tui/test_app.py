@@ -595,3 +595,37 @@ async def test_long_lived_objects_are_frozen_after_the_first_load_and_released_a
         await started(app, pilot)
         assert gc.get_freeze_count() > 1000  # full collections skip them from now on
     assert gc.get_freeze_count() == 0
+
+
+async def test_a_busy_poll_repaints_counts_and_rows_without_relaying_out_the_screen(make_test_app, monkeypatch) -> None:
+    """New tasks every poll move the tab counts within their digits and the table's row count: the tabs and
+    the table repaint, the screen is not re-laid out (a reflow + full repaint each poll of a busy cluster)."""
+    from textual.widget import Widget
+
+    app, source = make_test_app(n=300)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        await pilot.press("6")  # the All pane: every new task is a new row
+        await settled(app, pilot)
+        before = {p: tab_label(app, p) for p in app.panes}
+        layouts: list[str] = []
+        refresh = Widget.refresh
+
+        def counting(self, *args, layout: bool = False, **kwargs):
+            if layout:
+                layouts.append(type(self).__name__)
+            return refresh(self, *args, layout=layout, **kwargs)
+
+        monkeypatch.setattr(Widget, "refresh", counting)
+        add_records(source, 300, 5)
+        await started(app, pilot)
+        await settled(app, pilot)
+        after = {p: tab_label(app, p) for p in app.panes}
+        assert after["all"] == "6 All 305" and before["all"] == "6 All 300"
+        assert table(app).row_count == 305 and table(app).virtual_size.height == 306
+        assert layouts == []
+        # a count that gains a digit changes the tab's width: then the layout is redone
+        add_records(source, 305, 700)
+        await started(app, pilot)
+        await settled(app, pilot)
+        assert tab_label(app, "all") == "6 All 1,005" and "Tab" in layouts

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from textual.widgets import Tab, Tabs
+from textual.content import Content
+from textual.widgets import Static, Tab, Tabs
 
 from .. import format as fmt
 
@@ -70,7 +71,15 @@ class PaneTabs(Tabs, can_focus=False):
             tab = self.get_tab(f"pane-{pane}")
             if tab is None:
                 continue
+            old = self._labels.get(pane)
             self._labels[pane] = label
-            tab.label = label
+            if old is not None and len(old) == len(label):
+                # Same width (a count moved within its digits, every poll of a busy cluster): repaint the
+                # tab alone. Setting `label` (Tab.update) re-lays out the whole screen (Static.update's default), a
+                # reflow + full repaint per poll. Textual 8.2's Tab keeps its label in `_label`.
+                tab._label = Content.from_text(label)
+                Static.update(tab, tab._label, layout=False)  # no Relabelled: the underline stays put
+            else:
+                tab.label = label
             if pane == "failed":
                 tab.set_class(counts.get(pane, 0) > 0, "-failures")
