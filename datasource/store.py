@@ -585,7 +585,10 @@ class TaskStore:
         announced = self._load_counts
         if sql == "1" and announced is not None and self.loading:
             # a load under way announced its counts: show them rather than the rows loaded so far
-            return {pane: announced.get(pane, 0) for pane in PANES}
+            out = {pane: announced.get(pane, 0) for pane in PANES}
+            if "queued" not in announced:  # unfinished, not known to be running (as the Queued pane)
+                out["queued"] = out["pending"] - out["running"]
+            return out
         if sql == "1" or _state_only(sql):
             rows = self._query(
                 f"SELECT state, sum(n), sum(resub) FROM agg WHERE {sql} GROUP BY state HAVING sum(n) > 0", params
