@@ -45,6 +45,22 @@ async def settled(app, pilot) -> None:
     await pilot.pause()
 
 
+def count_layouts(monkeypatch) -> list[str]:
+    """The widgets that ask for a re-layout of the screen from now on (their class names)."""
+    from textual.widget import Widget
+
+    layouts: list[str] = []
+    refresh = Widget.refresh
+
+    def counting(self, *args, layout: bool = False, **kwargs):
+        if layout:
+            layouts.append(type(self).__name__)
+        return refresh(self, *args, layout=layout, **kwargs)
+
+    monkeypatch.setattr(Widget, "refresh", counting)
+    return layouts
+
+
 def add_records(source: FakeSource, start: int, count: int) -> list[str]:
     """New tasks submitted after every existing one (they sort above the cursor, newest first)."""
     ids = []
@@ -554,21 +570,11 @@ async def test_big_store_rereads_in_a_worker_and_keys_keep_working(make_test_app
 async def test_the_status_line_moving_on_never_relays_out_the_screen(make_test_app, clock, monkeypatch) -> None:
     """The status line's age changes 4 times a second: repainting one line, not re-laying out the whole
     screen (a full reflow + repaint is ~10-20 ms of CPU, which an idle dashboard must not spend)."""
-    from textual.widget import Widget
-
     app, _ = make_test_app(n=300)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         await settled(app, pilot)
-        layouts: list[str] = []
-        refresh = Widget.refresh
-
-        def counting(self, *args, layout: bool = False, **kwargs):
-            if layout:
-                layouts.append(type(self).__name__)
-            return refresh(self, *args, layout=layout, **kwargs)
-
-        monkeypatch.setattr(Widget, "refresh", counting)
+        layouts = count_layouts(monkeypatch)
         before = status(app)
         for _ in range(4):
             clock.advance(3.0)
@@ -600,23 +606,13 @@ async def test_long_lived_objects_are_frozen_after_the_first_load_and_released_a
 async def test_a_busy_poll_repaints_counts_and_rows_without_relaying_out_the_screen(make_test_app, monkeypatch) -> None:
     """New tasks every poll move the tab counts within their digits and the table's row count: the tabs and
     the table repaint, the screen is not re-laid out (a reflow + full repaint each poll of a busy cluster)."""
-    from textual.widget import Widget
-
     app, source = make_test_app(n=300)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         await pilot.press("6")  # the All pane: every new task is a new row
         await settled(app, pilot)
         before = {p: tab_label(app, p) for p in app.panes}
-        layouts: list[str] = []
-        refresh = Widget.refresh
-
-        def counting(self, *args, layout: bool = False, **kwargs):
-            if layout:
-                layouts.append(type(self).__name__)
-            return refresh(self, *args, layout=layout, **kwargs)
-
-        monkeypatch.setattr(Widget, "refresh", counting)
+        layouts = count_layouts(monkeypatch)
         add_records(source, 300, 5)
         await started(app, pilot)
         await settled(app, pilot)
