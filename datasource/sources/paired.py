@@ -30,8 +30,6 @@ from .base import ActionRefused, Delta, SourceError
 
 __all__ = [
     "PairedHub",
-    "hub_state",
-    "learn_engine_ids",
     "resubmit_via",
     "VERBOSE_LIMIT",
     "RESUBMIT_REASON",
@@ -57,34 +55,23 @@ def resubmit_via(hub: Any, msg_ids: list[str]) -> dict[str, str]:
     return hub.resubmit(list(msg_ids))
 
 
-def learn_engine_ids(hub: Any, engine_ids: dict[str, int], timeout: float | None = None) -> None:
-    """uuid -> id of the paired Hub's live engines into `engine_ids` (best effort: a Hub down is not fatal)."""
-    try:
-        engine_ids.update({uuid: eid for eid, uuid in hub.connection_request(timeout).items()})
-    except SourceError:
-        pass
-
-
-def hub_state(hub: Any, delta: Delta, engine_ids: dict[str, int], timeout: float | None = None) -> set[str] | None:
-    """Engines and queue counts from a paired Hub into `delta`, uuid -> id into `engine_ids`.
-
-    Returns the msg_ids the Hub has in flight (queued or running), or None when they are not known: the
-    Hub did not answer (then a warning), or naming them would cost too much — a verbose `queue_request`
-    also lists every msg_id completed since the Hub started, so above VERBOSE_LIMIT completed tasks the
-    caller falls back to re-reading pending rows in slices.
-    """
-    try:
-        return _ask(hub, delta, engine_ids, timeout, timeout)
-    except SourceError as exc:
-        delta.warnings.append(f"Hub did not answer ({exc}); showing the database only")
-        return None
+def _live_engines(hub: Any, engine_ids: dict[str, int], timeout: float | None) -> dict[int, str]:
+    """The Hub's live engines (id -> uuid); uuid -> id into `engine_ids`. A SourceError propagates."""
+    live = hub.connection_request(timeout)
+    engine_ids.update({uuid: eid for eid, uuid in live.items()})
+    return live
 
 
 def _ask(hub: Any, delta: Delta, engine_ids: dict[str, int], first_timeout: float | None,
          timeout: float | None) -> set[str] | None:
-    """hub_state without the catch: a SourceError propagates (the first request bounded by `first_timeout`)."""
-    live = hub.connection_request(first_timeout)
-    engine_ids.update({uuid: eid for eid, uuid in live.items()})
+    """Engines and queue counts from the Hub into `delta`, uuid -> id into `engine_ids` (a SourceError
+    propagates; the first request is bounded by `first_timeout`).
+
+    Returns the msg_ids the Hub has in flight (queued or running), or None when naming them would cost too
+    much: a verbose `queue_request` also lists every msg_id completed since the Hub started, so above
+    VERBOSE_LIMIT completed tasks the caller falls back to re-reading pending rows in slices.
+    """
+    live = _live_engines(hub, engine_ids, first_timeout)
     status: QueueStatus = hub.queue_status(live=live, timeout=timeout)
     delta.engines = list(status.engines.values())
     delta.queue = status
@@ -185,7 +172,7 @@ class PairedHub:
         if not self._may_ask():
             return
         try:
-            engine_ids.update({uuid: eid for eid, uuid in self.hub.connection_request(self._first_timeout()).items()})
+            _live_engines(self.hub, engine_ids, self._first_timeout())
         except SourceError as exc:
             self._failed(exc)
         else:
@@ -226,10 +213,6 @@ class PairedHub:
         """The ids whose running mark changed since the last call (the caller upserts those it holds pending)."""
         changed, self._changed = self._changed, set()
         return changed
-
-    @property
-    def running(self) -> set[str]:
-        return set(self._marked)
 
     # -- internals -------------------------------------------------------------------------------
 

@@ -80,9 +80,9 @@ from ..model import (
     strip_ansi,
 )
 from .base import ActionRefused, Capabilities, Delta, NotATaskDatabase, SourceError, SourceUnavailable
-from .paired import PURGE_REASON, RESUBMIT_REASON, PairedHub, hub_state, learn_engine_ids, resubmit_via
+from .paired import PURGE_REASON, RESUBMIT_REASON, PairedHub, resubmit_via
 
-__all__ = ["SQLiteSource", "find_tables", "table_order_key", "hub_state", "learn_engine_ids"]
+__all__ = ["SQLiteSource", "find_tables", "table_order_key"]
 
 CHUNK = 5_000  # rows per SELECT and per store apply during a load: short statements, short store locks
 FIRST_CHUNK = 2_000  # the first SELECT of a load is small: the first page shows at once

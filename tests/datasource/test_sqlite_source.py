@@ -728,12 +728,12 @@ def test_real_cluster_paired_with_its_hub(cluster_sqlite, monkeypatch):
             src.resubmit(["not-a-task"])
         # the Hub names its in-flight tasks (the workload's long sleep) ...
         d = Delta()
-        assert cluster_sqlite.workload.pending[0] in paired.hub_state(hub, d, {})
+        assert cluster_sqlite.workload.pending[0] in paired.PairedHub(hub, live_running=False).poll(d, {})
         assert d.queue is not None and not d.warnings
         # ... unless that means listing every completed id (then counts only, no warning)
         monkeypatch.setattr(paired, "VERBOSE_LIMIT", 0)
         d = Delta()
-        assert paired.hub_state(hub, d, {}) is None and d.engines and not d.warnings
+        assert paired.PairedHub(hub, live_running=False).poll(d, {}) is None and d.engines and not d.warnings
     finally:
         src.close()
         hub.close()
