@@ -175,7 +175,6 @@ class TaskTable(ScrollView, can_focus=True):
         self._pending: int | None = None  # token of the re-read running in a worker
         self._token = 0
         self.row_count = 0
-        self._version = -1
         self._window_start = 0
         self._window: list[TaskRecord] = []
         self._window_valid = False
@@ -224,10 +223,9 @@ class TaskTable(ScrollView, can_focus=True):
         query = self._target
         if not force and (version, query) == self._asked:
             return False
-        self._asked = (version, query)
+        self._asked = (version, query)  # read before the store is: a change during the read shows next time
         same_view = query == (self.where, self.sort, self.descending)
-        within = None if same_view else self.KEEP_DEPTH
-        request = (query, self.cursor_id, self.cursor_row, self._page_size(), self._scroll_home, same_view, within)
+        request = (query, self.cursor_id, self.cursor_row, self._page_size(), self._scroll_home, same_view)
         self._scroll_home = False
         if self.row_count <= self.SYNC_ROWS and self.store.total <= self.SYNC_ROWS:
             self._pending = None
@@ -245,9 +243,9 @@ class TaskTable(ScrollView, can_focus=True):
 
     def _read(self, request: tuple) -> dict:
         """count, cursor row and the window of rows around it (any thread: the store serialises)."""
-        (where, sort, descending), cursor_id, old_row, page, _, same_view, within = request
+        (where, sort, descending), cursor_id, old_row, page, _, same_view = request
+        within = None if same_view else self.KEEP_DEPTH
         try:
-            version = self.store.version  # read first: a change during the reads shows at the next reload
             count = self.store.count(where)
             row = None
             if cursor_id:
@@ -261,7 +259,7 @@ class TaskTable(ScrollView, can_focus=True):
             return {"error": f"{type(exc).__name__}: {exc}"}
         if lost:
             cursor_id = window[row - start].msg_id if start <= row < start + len(window) else None
-        return {"version": version, "count": count, "row": row, "cursor_id": cursor_id, "start": start, "window": window}
+        return {"count": count, "row": row, "cursor_id": cursor_id, "start": start, "window": window}
 
     def _read_in_thread(self, token: int, request: tuple) -> None:
         self.post_message(self.ViewLoaded(token, request, self._read(request)))
@@ -275,7 +273,7 @@ class TaskTable(ScrollView, can_focus=True):
         self.post_message(self.Loaded())
 
     def _install(self, request: tuple, result: dict) -> None:
-        query, _, _, _, scroll_home, _, _ = request
+        query, _, _, _, scroll_home, _ = request
         if "error" in result:
             self._target = (self.where, self.sort, self.descending)
             self._asked = None
@@ -284,7 +282,6 @@ class TaskTable(ScrollView, can_focus=True):
         old_row, old_scroll = self.cursor_row, int(self.scroll_y)
         same_view = query == (self.where, self.sort, self.descending)
         self.where, self.sort, self.descending = query
-        self._version = result["version"]
         self.row_count = result["count"]
         self._update_virtual_size()
         self._window_start, self._window, self._window_valid = result["start"], result["window"], True
