@@ -70,6 +70,8 @@ class Poller:
         self._opened = False
         self._healthy: bool | None = None  # None: no attempt finished yet
         self._paused = False
+        self._closed = False  # close() was called: no step starts, the source is closed once
+        self._source_closed = False
         self._state = "connecting"
         self._message = f"connecting to {source.name}"
         self._error = ""  # last failure, without the "retrying in" tail
@@ -156,11 +158,15 @@ class Poller:
 
         A step called while another one runs (a forced refresh during a poll) returns at once, doing nothing.
         """
-        if self._paused or not self._stepping.acquire(blocking=False):
+        if self._paused or self._closed or not self._stepping.acquire(blocking=False):
             return PollOutcome(status=self.status)
         try:
+            if self._closed:  # closed between the check and the lock
+                return PollOutcome(status=self.status)
             return self._step()
         finally:
+            if self._closed:
+                self._close_source()  # close() came while this step ran: the source's own thread closes it
             self._stepping.release()
 
     def _step(self) -> PollOutcome:
@@ -200,6 +206,20 @@ class Poller:
         return outcome
 
     def close(self) -> None:
+        """Close the source, from any thread, without waiting: a step in progress (a worker thread inside a
+        Hub request, say) closes it when it ends. Sockets are not thread-safe: closing one that a step is
+        reading crashed that step ("Socket operation on non-socket")."""
+        self._closed = True
+        if self._stepping.acquire(blocking=False):
+            try:
+                self._close_source()
+            finally:
+                self._stepping.release()
+
+    def _close_source(self) -> None:
+        if self._source_closed:
+            return
+        self._source_closed = True
         try:
             self.source.close()
         except Exception:

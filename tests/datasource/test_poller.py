@@ -179,6 +179,53 @@ def test_status_readable_from_another_thread_while_a_sync_runs() -> None:
     assert poller.status.state == "connected"
 
 
+def test_close_while_a_sync_runs_is_done_by_the_syncing_thread_after_it() -> None:
+    """The UI thread closes the poller at exit while a worker is inside a sync: the source (whose sockets are
+    not thread-safe) is closed by the worker once the sync ends, exactly once, and no step runs after."""
+    closed_by: list[tuple[str, bool]] = []
+    gate, release = threading.Event(), threading.Event()
+
+    class Source(FakeSource):
+        in_sync = False
+
+        def sync(self):
+            self.in_sync = True
+            try:
+                yield from super().sync()
+            finally:
+                self.in_sync = False
+
+        def close(self) -> None:
+            closed_by.append((threading.current_thread().name, self.in_sync))
+
+    def on_delta(delta: Delta) -> None:
+        gate.set()
+        release.wait(5)
+
+    source, store = Source(50), TaskStore()
+    poller = Poller(source, store, clock=Clock(), on_delta=on_delta)
+    worker = threading.Thread(target=poller.step, name="poll-worker")
+    worker.start()
+    assert gate.wait(5)
+    poller.close()  # returns at once: the worker holds the step
+    assert closed_by == []
+    release.set()
+    worker.join(5)
+    assert closed_by == [("poll-worker", False)]
+    poller.close()
+    assert poller.step().added == 0 and closed_by == [("poll-worker", False)]
+
+
+def test_close_between_polls_closes_at_once() -> None:
+    calls = []
+    source, _, poller, _ = make(5)
+    source.close = lambda: calls.append(1)  # type: ignore[method-assign]
+    poller.step()
+    poller.close()
+    assert calls == [1]
+    assert poller.step().added == 0 and calls == [1]
+
+
 def test_age_from_injected_clock() -> None:
     source, _, poller, clock = make(5)
     assert poller.age() is None
