@@ -5,7 +5,8 @@ Hooked into the poll loop as `Poller(source, store, on_delta=recorder.write)`. T
 * `meta`      key/value: format name, schema version, creation time;
 * `sessions`  one row per hubtop run that recorded into the file: source name, kind, backend, hubtop version;
 * `polls`     one row per recorded Delta: wall-clock time, reset/loading flags, engines / queue counts
-              (only when they changed since the previous row, NULL = unchanged), warnings;
+              (only when they changed since the previous row, NULL = unchanged), warnings, and
+              `fill_done` / `fill_total`: `Delta.filling` (NULL: not a fill delta);
 * `tasks`     the light fields of every upserted TaskRecord, one row per (poll, task), in the store's
               column contract (docs/architecture.md), times as UTC epoch seconds;
 * `removed`   the msg_ids a poll removed.
@@ -16,6 +17,11 @@ are not recorded. Heavy fields (stdout, tracebacks, code) are never recorded.
 Writes are cheap: one transaction per delta, `executemany`, WAL journal, `synchronous=NORMAL` (no fsync
 per poll: a power cut may lose the last polls, never corrupt the file). A failing write (disk full, file
 removed) never breaks polling: recording stops, the poll's warnings say so once.
+
+Versioning: `SCHEMA_VERSION` moves only when an older hubtop would misread a file. An additive change (a
+new nullable column whose NULL means what older files meant) keeps it: older hubtops name their columns
+and never see it, and this hubtop adds it to an older file it appends to and reads its absence as NULL.
+`fill_done` / `fill_total` are such a change (a file without them replays a fill as ordinary changes).
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ __all__ = [
     "FORMAT",
     "SCHEMA_VERSION",
     "TASK_COLUMNS",
+    "ADDED_POLL_COLUMNS",
+    "poll_columns",
     "open_recording",
     "record_to_row",
     "row_to_record",
@@ -86,7 +94,9 @@ CREATE TABLE IF NOT EXISTS polls (
     upserts INTEGER NOT NULL DEFAULT 0,  -- this poll's task rows are rowid first_task .. first_task + upserts - 1
     first_task INTEGER,
     removals INTEGER NOT NULL DEFAULT 0,  -- and its removed rows: rowid first_removed .. + removals - 1
-    first_removed INTEGER
+    first_removed INTEGER,
+    fill_done INTEGER,  -- Delta.filling of a two-phase load's second phase; NULL: not a fill delta
+    fill_total INTEGER
 );
 CREATE TABLE IF NOT EXISTS tasks (
     poll INTEGER NOT NULL,
@@ -113,6 +123,9 @@ CREATE INDEX IF NOT EXISTS tasks_msg_poll ON tasks (msg_id, poll);
 CREATE TABLE IF NOT EXISTS removed (poll INTEGER NOT NULL, msg_id TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS removed_msg ON removed (msg_id, poll);
 """
+
+# Columns added to `polls` after format 1 was released (additive: no new SCHEMA_VERSION, see above).
+ADDED_POLL_COLUMNS: tuple[tuple[str, str], ...] = (("fill_done", "INTEGER"), ("fill_total", "INTEGER"))
 
 _INSERT_TASK = f"INSERT INTO tasks (poll, {', '.join(TASK_COLUMNS)}) VALUES ({', '.join('?' * (len(TASK_COLUMNS) + 1))})"
 
@@ -259,6 +272,11 @@ def _check(con: sqlite3.Connection, path: Path, *, write: bool, check: bool) -> 
             raise NotATaskDatabase(f"{path} is a truncated or corrupt recording ({' '.join(first.split())})")
 
 
+def poll_columns(con: sqlite3.Connection) -> set[str]:
+    """The columns of a recording's `polls` table (an older file lacks ADDED_POLL_COLUMNS)."""
+    return {row[1] for row in con.execute("PRAGMA table_info(polls)")}
+
+
 # -- the recorder ----------------------------------------------------------------------------------
 
 
@@ -274,7 +292,7 @@ class _Pending:
     engines: str | None
     queue: str | None
     running: str | None
-
+    filling: tuple[int, int] | None
 
 
 class Recorder:
@@ -330,6 +348,10 @@ class Recorder:
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.executescript(_SCHEMA)
             self._db.execute("BEGIN IMMEDIATE")
+            have = poll_columns(self._db)
+            for column, kind in ADDED_POLL_COLUMNS:  # an older recording appended to
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE polls ADD COLUMN {column} {kind}")
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (repr(self.clock()),))
@@ -371,6 +393,7 @@ class Recorder:
             engines=engines_to_json(delta.engines),
             queue=queue_to_json(delta.queue),
             running=None if delta.running is None else json.dumps(sorted(delta.running), separators=(",", ":")),
+            filling=delta.filling,
         )
         with self._idle:
             self._unwritten += 1
@@ -451,9 +474,12 @@ class Recorder:
         if running is not None and running == self._last_running:
             running = None
         if not (item.upserts or item.removed or item.warnings or delta.reset or delta.loading or self._in_load
-                or engines is not None or queue_json is not None or running is not None):
-            return  # nothing changed: not a state change (but the delta ending a load is: the state is complete)
+                or engines is not None or queue_json is not None or running is not None or item.filling is not None):
+            # nothing changed: not a state change (but the delta ending a load is: the state is complete; and a
+            # fill delta moves the fill's progress even when it filled no record, e.g. the one that ends it)
+            return
         now = item.t
+        fill = item.filling if item.filling is not None else (None, None)
         db.execute("BEGIN IMMEDIATE")  # the write lock first: this poll's rows get consecutive rowids
         try:
             if self._session is None:
@@ -465,10 +491,11 @@ class Recorder:
                 first_removed = db.execute("SELECT coalesce(max(rowid), 0) + 1 FROM removed").fetchone()[0]
             cur = db.execute(
                 "INSERT INTO polls (session, t, reset, loading, done, total, engines, queue, warnings, running, "
-                "upserts, first_task, removals, first_removed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "upserts, first_task, removals, first_removed, fill_done, fill_total) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (self._session, now, int(delta.reset), int(delta.loading), delta.done, delta.total, engines,
                  queue_json, json.dumps(item.warnings) if item.warnings else None, running,
-                 len(item.upserts), first_task, len(item.removed), first_removed),
+                 len(item.upserts), first_task, len(item.removed), first_removed, *fill),
             )
             poll = cur.lastrowid
             if item.upserts:

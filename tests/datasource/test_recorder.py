@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from datetime import timedelta
@@ -252,3 +253,62 @@ def test_an_empty_delta_that_ends_a_load_is_recorded(tmp_path: Path) -> None:
     recorder.close()
     db = sqlite3.connect(path)
     assert db.execute("SELECT reset, loading, upserts FROM polls ORDER BY id").fetchall() == [(1, 1, 2), (0, 0, 0)]
+
+
+def test_fill_progress_is_recorded_even_when_a_fill_delta_fills_nothing(tmp_path: Path) -> None:
+    """Delta.filling goes into fill_done / fill_total (NULL for any other delta); a fill delta with no record
+    (the last chunk's records all moved or purged) still moves the progress, so it is recorded too."""
+    path = tmp_path / "rec.db"
+    recorder = Recorder(path, clock=Clock())
+    listed = [dataclasses.replace(make_record(i), submitted=None, started=None, completed=None, received=None)
+              for i in range(4)]
+    recorder.write(Delta(upserts=listed, reset=True, done=4, total=4))
+    recorder.write(Delta(upserts=[make_record(0), make_record(1)], filling=(2, 4)))
+    recorder.write(Delta(upserts=[make_record(3)]))  # a real change between two fill chunks
+    recorder.write(Delta(filling=(4, 4)))  # the end of the fill, nothing filled
+    recorder.write(Delta())  # an idle poll: not recorded
+    recorder.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT upserts, fill_done, fill_total FROM polls ORDER BY id").fetchall() == [
+        (4, None, None), (2, 2, 4), (1, None, None), (0, 4, 4)]
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+
+
+def test_appending_to_an_older_recording_adds_the_fill_columns(tmp_path: Path) -> None:
+    """A file recorded before fill_done / fill_total existed (same format version: the columns are additive)
+    gets them when a new session appends; its older rows keep NULL, which replays as before."""
+    from datasource.sources.replay import ReplaySource
+
+    path = tmp_path / "rec.db"
+    source, store, poller, recorder = recorded(path, n=30, chunk=30)
+    poller.step()
+    recorder.close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("ALTER TABLE polls DROP COLUMN fill_done")  # the file as the previous hubtop wrote it
+    db.execute("ALTER TABLE polls DROP COLUMN fill_total")
+    db.close()
+    replay = ReplaySource(path)
+    replay_store = TaskStore()
+    Poller(replay, replay_store).step()  # still replays
+    assert replay_store.total == 30 and replay_store.filling is None
+
+    recorder = Recorder(path, clock=Clock(1_800_000_000.0))
+    recorder.write(Delta(upserts=[make_record(i) for i in range(10)], reset=True, done=10, total=10))
+    recorder.write(Delta(upserts=[make_record(0)], filling=(1, 10)))
+    recorder.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT session, fill_done, fill_total FROM polls ORDER BY id").fetchall() == [
+        (1, None, None), (2, None, None), (2, 1, 10)]
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("1",)
+    db.close()
+    replay = ReplaySource(path, position=0)
+    replay_store = TaskStore()
+    deltas: list[Delta] = []
+    replay_poller = Poller(replay, replay_store, on_delta=deltas.append)
+    replay_poller.step()
+    while not replay.at_end:
+        replay.step(1)
+        replay_poller.step()
+    assert [d.filling for d in deltas] == [None, None, (1, 10)]
+    assert replay_store.total == 10 and replay_store.filling == (1, 10)
+    replay_poller.close()
