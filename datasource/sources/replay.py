@@ -11,6 +11,11 @@ what brings the store there:
 * further, or across a full load: a reset rebuilding the state at that time from the file
   (the latest row of each task since the last full load, minus the tasks removed since).
 
+The fill of a two-phase Hub load (`Delta.filling`) replays as it was seen: the recorded fill deltas carry
+their `filling` again (what tells a fill from changes: the store's progress, `hubtop watch`'s lines), and a
+rebuild or an undo ends with a delta that gives the store the fill's progress at the cursor. A recording made before `filling` was recorded has no
+fill columns: its fill replays as ordinary changes, as it did.
+
 The cursor starts at the end: opening a recording shows the last state hubtop saw (a post-mortem
 of a Hub that is gone). Heavy fields were never recorded: `detail()` says so.
 """
@@ -32,6 +37,7 @@ from ..recorder import (
     TASK_COLUMNS,
     engines_from_json,
     open_recording,
+    poll_columns,
     queue_from_json,
     row_to_record,
 )
@@ -72,6 +78,7 @@ class ReplaySource:
         self._sessions: dict[int, RecordedSession] = {}
         self._cursor = -1  # index into _steps
         self._delivered: int | None = None  # poll id the consumer's store reflects (None: nothing yet)
+        self._fill_cols = "NULL, NULL"  # `polls` columns of Delta.filling (absent from older recordings)
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -104,6 +111,8 @@ class ReplaySource:
                 caps_dict = {}
             self._sessions[sid] = RecordedSession(sid, from_epoch(started) or datetime.now(timezone.utc), name, kind,
                                                   backend, version, caps_dict if isinstance(caps_dict, dict) else {})
+        if {"fill_done", "fill_total"} <= poll_columns(db):
+            self._fill_cols = "fill_done, fill_total"
         self._steps = db.execute("SELECT id, t, session FROM polls WHERE loading = 0 ORDER BY id").fetchall()
         self._times = [t for _, t, _ in self._steps]
 
@@ -218,7 +227,7 @@ class ReplaySource:
                     self._delivered = target_poll
                     return
                 if n <= _MAX_FORWARD and not resets:
-                    yield self._rewind(target_poll, delivered)
+                    yield from self._rewind(target_poll, delivered)
                     self._delivered = target_poll
                     return
             yield from self._rebuild(target_poll)
@@ -229,10 +238,11 @@ class ReplaySource:
     def _replay(self, after: int, upto: int) -> Iterator[Delta]:
         polls = self._q(
             "SELECT id, reset, loading, done, total, engines, queue, warnings, running, upserts, first_task, "
-            "removals, first_removed FROM polls WHERE id > ? AND id <= ? ORDER BY id",
+            f"removals, first_removed, {self._fill_cols} FROM polls WHERE id > ? AND id <= ? ORDER BY id",
             (after, upto),
         )
-        for pid, reset, loading, done, total, engines, queue, warnings, running, n_up, first_up, n_rm, first_rm in polls:
+        for (pid, reset, loading, done, total, engines, queue, warnings, running, n_up, first_up, n_rm, first_rm,
+             fill_done, fill_total) in polls:
             # A poll's rows are consecutive rowids (recorded in one transaction): no index needed.
             upserts = [row_to_record(r) for r in self._q(
                 f"SELECT {_COLS} FROM tasks t WHERE rowid >= ? AND rowid < ? ORDER BY rowid",
@@ -251,7 +261,23 @@ class ReplaySource:
                 total=total,
                 warnings=json.loads(warnings) if warnings else [],
                 running=set(json.loads(running)) if running else None,
+                filling=None if fill_total is None else (int(fill_done or 0), int(fill_total)),
             )
+
+    def _filling_at(self, upto: int) -> tuple[int, int] | None:
+        """The fill under way right after poll `upto` as the live store had it: the last recorded fill delta
+        since the last full load, while it was not complete (the store drops a complete one)."""
+        if self._fill_cols == "NULL, NULL":
+            return None
+        rows = self._q(
+            "SELECT fill_done, fill_total FROM polls WHERE fill_total IS NOT NULL AND id <= ? "
+            "AND id >= (SELECT coalesce(max(id), 0) FROM polls WHERE reset = 1 AND id <= ?) ORDER BY id DESC LIMIT 1",
+            (upto, upto),
+        )
+        if not rows:
+            return None
+        done, total = int(rows[0][0] or 0), int(rows[0][1])
+        return (done, total) if done < total else None
 
     def _rows_range(self, table: str, after: int, upto: int) -> tuple[int, int]:
         """The rowids of `table` (tasks / removed) written by the polls after `after` up to `upto`."""
@@ -262,9 +288,10 @@ class ReplaySource:
                            (upto,))
         return lo, hi
 
-    def _rewind(self, target: int, current: int) -> Delta:
+    def _rewind(self, target: int, current: int) -> Iterator[Delta]:
         """Undo the polls after `target` up to `current` (no reset among them): one delta with the
-        tasks they touched as they were at `target` (removed if they did not exist then)."""
+        tasks they touched as they were at `target` (removed if they did not exist then), and one with
+        the fill's progress at `target` if it differs from `current`'s ((0, 0): no fill under way)."""
         touched: set[str] = set()
         for table in ("tasks", "removed"):
             lo, hi = self._rows_range(table, target, current)
@@ -283,13 +310,16 @@ class ReplaySource:
         upserts = [row_to_record(r) for r in rows]
         present = {r.msg_id for r in upserts}
         running_json = self._latest("running", target)
-        return Delta(
+        yield Delta(
             upserts=upserts,
             removed=sorted(touched - present),
             engines=engines_from_json(self._latest("engines", target)),
             queue=queue_from_json(self._latest("queue", target)),
             running=set(json.loads(running_json)) if running_json else None,
         )
+        filling = self._filling_at(target)
+        if filling != self._filling_at(current):
+            yield Delta(filling=filling or (0, 0))
 
     def _state_query(self, upto: int) -> tuple[str, tuple]:
         """SQL for the light fields of every task present right after poll `upto`."""
@@ -315,6 +345,7 @@ class ReplaySource:
         running_json = self._latest("running", upto)
         running = set(json.loads(running_json)) if running_json else None
         total = len(rows)
+        filling = self._filling_at(upto)
         if not rows:
             yield Delta(reset=True, engines=engines, queue=queue, total=0, running=running)
             return
@@ -331,6 +362,8 @@ class ReplaySource:
                 queue=queue if first else None,
                 running=running if first else None,
             )
+        if filling is not None:  # a reset ends any fill in the store: the fill under way then comes after it
+            yield Delta(filling=filling)
 
     def detail(self, msg_id: str) -> TaskDetail:
         """What was recorded of this task at the cursor: its light fields only."""

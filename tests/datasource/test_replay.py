@@ -5,6 +5,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -372,3 +373,106 @@ def test_capabilities_before_open_are_the_recorded_ones(recording, tmp_path: Pat
     assert missing.capabilities().kind == "replay"  # never raises; open() says what is wrong
     with pytest.raises(SourceError, match="no such recording file"):
         missing.open()
+
+
+def records_of(store: TaskStore) -> list:
+    return sorted(store.page(limit=1_000_000), key=lambda r: r.msg_id)
+
+
+def play_forward(path: Path) -> tuple[list, list, TaskStore]:
+    """Replay a recording state by state from its first one, as `]` does.
+
+    Returns each replayed delta's `filling` with the store's `filling` after it, the store's `filling` at each
+    position, and the store at the end."""
+    source, store, poller = replayer(path, position=0)
+    deltas: list[tuple] = []
+    poller.on_delta = lambda d: deltas.append((d.filling, store.filling))
+    by_position = []
+    try:
+        assert poller.step().status.state == "connected"
+        by_position.append(store.filling)
+        while not source.at_end:
+            source.step(1)
+            assert poller.step().status.state == "connected"
+            by_position.append(store.filling)
+    finally:
+        poller.close()
+    return deltas, by_position, store
+
+
+@pytest.mark.cluster
+def test_two_phase_hub_load_replays_with_its_fill(fresh_cluster, tmp_path: Path) -> None:
+    """A real SQLite Hub with thousands of tasks of history, its two-phase load recorded through
+    `RecordingSource` (as `hubtop --record`): the replay's fill deltas carry the same `filling` in the same
+    order, the store shows the same fill progress and ends with the same records; rebuilding or undoing to
+    a state mid-fill shows that state's progress. The same file without the fill columns (a recording of an
+    older hubtop) replays the fill as ordinary changes, to the same records."""
+    from datasource.recorder import RecordingSource
+    from datasource.sources.hub import HubSource
+    from tests.datasource.test_hub_load import HISTORY, fill_history
+
+    cluster = fresh_cluster("sqlite", workload=True)
+    fill_history(cluster, HISTORY)
+    path = tmp_path / "hub.hubtop"
+    hub = HubSource(cluster.connection_file, live_running=False)
+    store = TaskStore()
+    live: list[tuple] = []  # (delta.filling, store.filling after it) of every live delta
+    poller = Poller(RecordingSource(hub, path), store, on_delta=lambda d: live.append((d.filling, store.filling)))
+    try:
+        assert poller.open().status.state == "loading"
+        hub._chunk = 50  # a small head and first fill chunks: the fill spans several polls
+        assert poller.step().status.state == "connected"
+        assert hub.backfill_progress is not None and store.filling is None
+        deadline = time.monotonic() + 60
+        polls = 0
+        while hub.backfill_progress is not None:
+            assert time.monotonic() < deadline, f"backfill stuck at {hub.backfill_progress}"
+            time.sleep(0.3)
+            assert poller.step().status.state == "connected"
+            polls += 1
+        poller.step()  # and then quiet
+    finally:
+        poller.close()  # closes the Hub source and the recorder (everything queued is written)
+    live_fill = [(f, s) for f, s in live if f is not None]
+    total = live_fill[-1][0][1]
+    assert polls > 1 and len(live_fill) > 2 and live_fill[-1] == ((total, total), None)
+    assert any(s is not None for _, s in live_fill)
+    live_records = records_of(store)
+    assert len(live_records) == HISTORY + len(cluster.workload.all)
+    assert store.count(("submitted IS NULL", ())) == 0
+
+    replayed, by_position, replay_store = play_forward(path)
+    assert [(f, s) for f, s in replayed if f is not None] == live_fill
+    assert replay_store.filling is None and records_of(replay_store) == live_records
+    assert replay_store.count(("submitted IS NULL", ())) == 0
+
+    mid = [i for i, f in enumerate(by_position) if f is not None]
+    assert mid and by_position[0] is None  # the state after the first load: the fill starts with the next poll
+    i = mid[len(mid) // 2]
+    source, at, rebuilt = replayer(path, position=i)  # a rebuild (reset) at a state mid-fill
+    try:
+        rebuilt.step()
+        assert at.filling == by_position[i] and at.count(("submitted IS NULL", ())) > 0
+        source.seek(-1)  # forward to the end: the recorded deltas, the fill ends
+        rebuilt.step()
+        assert at.filling is None and records_of(at) == live_records
+        for j in (i, 0):  # back a few polls: one delta undoing them, then the fill's progress then
+            source.seek(j)
+            rebuilt.step()
+            assert at.filling == by_position[j]
+    finally:
+        rebuilt.close()
+
+    old = tmp_path / "old.hubtop"
+    con = sqlite3.connect(path)
+    con.execute("VACUUM INTO ?", (str(old),))
+    con.close()
+    con = sqlite3.connect(old)
+    con.execute("ALTER TABLE polls DROP COLUMN fill_done")
+    con.execute("ALTER TABLE polls DROP COLUMN fill_total")
+    con.commit()
+    con.close()
+    replayed_old, by_position_old, old_store = play_forward(old)
+    assert len(replayed_old) == len(replayed) and all(f is None and s is None for f, s in replayed_old)
+    assert set(by_position_old) == {None}
+    assert records_of(old_store) == live_records
