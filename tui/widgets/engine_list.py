@@ -114,8 +114,15 @@ class EngineList(ScrollView, can_focus=True):
             rows.append(self._row(e.uuid, e.id, e.alive, per, queued_by_id.get(e.id, e.queue + e.tasks) if e.alive else 0))
         if None in counts:
             rows.append(self._row(None, None, False, counts[None], queue.unassigned if queue else None))
-        self.rows = rows
+        old, self.rows = self.rows, rows
         self.cursor = min(self.cursor, max(0, len(rows) - 1))
+        if len(old) == len(rows):
+            # A busy cluster moves a few engines' counts each poll: repaint those lines, not the list (a full
+            # repaint of 50 lines and the containers beneath it cost ~3 ms per poll).
+            for i, (before, now) in enumerate(zip(old, rows)):
+                if before != now:
+                    self.refresh_line(i + 1)  # line 0 is the header
+            return
         self.virtual_size = Size(self.size.width, len(rows) + 1)
         self.refresh()
 
