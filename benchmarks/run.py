@@ -329,19 +329,54 @@ def trickle(conn: Path, rate: float, seconds: float) -> int:
         rc.close()
 
 
+_BURNER = """
+import sys, time
+busy = float(sys.argv[1]) / 100  # of each second
+while True:
+    t = time.perf_counter()
+    while time.perf_counter() - t < busy:
+        pass
+    time.sleep(max(0.0, 1.0 - (time.perf_counter() - t)))
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (all its threads), from /proc; NaN where there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+# The states of a round, rotated so that each comes first, second and last equally often: the Hub's history
+# grows by every window, so a fixed order would bias whichever state is measured last.
+_ORDERS = (("off", "on", "burn"), ("on", "burn", "off"), ("burn", "off", "on"))
+
+
 def gentleness(hub: HubBench, work: Path, *, rounds: int, tasks: int, idle: float) -> dict:
-    """Throughput and queue_request latency, hubtop off / on / off / on ... (direct path, 1 s polling)."""
+    """Throughput and queue_request latency with hubtop off, on (direct path, 1 s polling), and a CPU burner
+    that uses what hubtop used in its busy windows (the calibration: what that much CPU alone costs the
+    cluster, measured the same way)."""
     lat_file = work / "latency.txt"
     sampler = subprocess.Popen([sys.executable, "-m", "benchmarks.probe", "latency", str(hub.conn), str(lat_file)],
                                cwd=str(_ROOT), start_new_session=True)
     windows: list[tuple[str, float, float]] = []
-    rates: dict[str, list[float]] = {"off": [], "on": []}
+    rates: dict[str, list[float]] = {"off": [], "on": [], "burn": []}
+    hubtop_busy_cpu: list[float] = []  # % of a core, hubtop's process, during each on-busy window
+    burner_cpu: list[float] = []
+    paired: dict[str, list[float]] = {"on": [], "burn": []}
     attach_out = work / "attach.json"
     hubtop = None
     try:
         time.sleep(1.0)
         for r in range(rounds):
-            for state in ("off", "on"):
+            order = _ORDERS[r % len(_ORDERS)]
+            if r == 0:
+                order = ("off", "on", "burn")  # the burner needs a first hubtop figure
+            measured: dict[str, float] = {}
+            for state in order:
+                proc = None
                 if state == "on":
                     attach_out.unlink(missing_ok=True)
                     Path(str(attach_out) + ".ready").unlink(missing_ok=True)
@@ -353,17 +388,32 @@ def gentleness(hub: HubBench, work: Path, *, rounds: int, tasks: int, idle: floa
                             raise RuntimeError("hubtop (attach) did not finish its first load")
                         time.sleep(0.2)
                     time.sleep(2.0)  # steady polling from here
-                t0 = time.time()
-                trickle(hub.conn, TRICKLE_RATE, idle)
-                windows.append((f"{state}-trickle", t0, time.time()))
-                t0 = time.time()
-                rates[state].append(throughput(hub.conn, tasks))
-                windows.append((f"{state}-busy", t0, time.time()))
-                if state == "on" and hubtop is not None:
+                    proc = hubtop
+                elif state == "burn":
+                    proc = subprocess.Popen([sys.executable, "-c", _BURNER, f"{median(hubtop_busy_cpu):.2f}"])
+                    time.sleep(1.0)
+                if state != "burn":
+                    t0 = time.time()
+                    trickle(hub.conn, TRICKLE_RATE, idle)
+                    windows.append((f"{state}-trickle", t0, time.time()))
+                t0, c0 = time.time(), cpu_seconds(proc.pid) if proc else 0.0
+                measured[state] = throughput(hub.conn, tasks)
+                t1, c1 = time.time(), cpu_seconds(proc.pid) if proc else 0.0
+                windows.append((f"{state}-busy", t0, t1))
+                if state == "on":
+                    hubtop_busy_cpu.append(100 * (c1 - c0) / (t1 - t0))
+                elif state == "burn":
+                    burner_cpu.append(100 * (c1 - c0) / (t1 - t0))
+                if proc is not None:
                     from benchmarks.probe import stop_process
 
-                    stop_process(hubtop, timeout=20)
-                    hubtop = None
+                    stop_process(proc, timeout=20)
+                    if proc is hubtop:
+                        hubtop = None
+            for state in order:
+                rates[state].append(measured[state])
+            for state in ("on", "burn"):
+                paired[state].append(measured[state] / measured["off"])
     finally:
         from benchmarks.probe import stop_process
 
@@ -381,12 +431,13 @@ def gentleness(hub: HubBench, work: Path, *, rounds: int, tasks: int, idle: floa
         lat[name] = {"n": len(values), "p50_ms": 1000 * pct(values, 0.5), "p99_ms": 1000 * pct(values, 0.99)}
     attach = json.loads(attach_out.read_text()) if attach_out.exists() else {}
     off, on = median(rates["off"]), median(rates["on"])
-    # each round measures off then on a few seconds apart: the ratio within a round cancels the machine's
-    # drift between rounds (which, on a shared 2-core box, is larger than the 3 % to resolve)
-    paired = [b / a for a, b in zip(rates["off"], rates["on"])]
-    return {"rates": rates, "throughput_off": off, "throughput_on": on, "ratio": median(paired),
-            "paired_ratios": paired, "ratio_of_medians": on / off, "latency": lat,
-            "hubtop": attach}
+    # each round measures off, on and the burner a few seconds apart: the ratio within a round cancels the
+    # machine's drift between rounds (which, on a shared 2-core box, is larger than the 3 % to resolve)
+    return {"rates": rates, "throughput_off": off, "throughput_on": on, "throughput_burn": median(rates["burn"]),
+            "ratio": median(paired["on"]), "paired_ratios": paired["on"], "ratio_of_medians": on / off,
+            "burn_ratio": median(paired["burn"]), "burn_paired_ratios": paired["burn"],
+            "hubtop_busy_cpu_pct": hubtop_busy_cpu, "burner_cpu_pct": burner_cpu, "tasks_per_round": tasks,
+            "latency": lat, "hubtop": attach}
 
 
 # -- the table -----------------------------------------------------------------------------------------
@@ -474,6 +525,14 @@ def table(results: dict) -> str:
                 + " ".join(f"{100 * r:.0f}" for r in g.get("paired_ratios", [])) + "); "
                 + " ".join(f"{r:.0f}" for r in g["rates"]["on"]),
                 f">= 97 %{' OK' if g['ratio'] >= 0.97 else ' MISSED'}")
+            if g.get("burn_paired_ratios"):
+                cpu = median(g["hubtop_busy_cpu_pct"])
+                add("  hubtop's CPU while the cluster is busy", n, f"{cpu:.1f} % of a core",
+                    f"median of the on-busy windows: " + " ".join(f"{c:.1f}" for c in g["hubtop_busy_cpu_pct"]))
+                add("throughput, a CPU burner using that much instead", n, f"{g['throughput_burn']:.0f} /s",
+                    f"{100 * g['burn_ratio']:.1f} % of off (median of the rounds' burn/off: "
+                    + " ".join(f"{100 * r:.0f}" for r in g["burn_paired_ratios"]) + "); burner CPU "
+                    + f"{median(g['burner_cpu_pct']):.1f} % (the calibration: that much CPU alone)")
             for name in ("off-trickle", "on-trickle", "off-busy", "on-busy"):
                 L = g["latency"][name]
                 target = ""

@@ -23,6 +23,8 @@ ROWS = (
     "HubSource first full load (--no-direct): every task, its state",
     "slowest single Hub request",
     "throughput of trivial tasks, hubtop on",
+    "hubtop's CPU while the cluster is busy",
+    "throughput, a CPU burner using that much instead",
     "queue_request latency, hubtop on-busy",
 )
 
@@ -64,3 +66,5 @@ def test_runner_produces_a_well_formed_table(tmp_path: Path) -> None:
     gentle = hub["gentle"]
     assert gentle["throughput_off"] > 0 and gentle["throughput_on"] > 0
     assert gentle["latency"]["on-busy"]["n"] > 0
+    assert gentle["throughput_burn"] > 0 and len(gentle["burn_paired_ratios"]) == 1
+    assert gentle["hubtop_busy_cpu_pct"][0] > 0 and gentle["burner_cpu_pct"][0] > 0
