@@ -1,13 +1,19 @@
-"""The pane tabs: Pending (or Queued and Running), Succeeded, Failed, Aborted, Resubmitted, All, with live counts."""
+"""The pane tabs: Pending (or Queued and Running), Succeeded, Failed, Aborted, Resubmitted, All, with live counts.
+
+Every tab keeps its digit key and its count on screen: when the full labels do not fit the bar's width, the
+labels take the first shorter form that does (see FORMS), recomputed on resize, when counts change and, for
+the form that titles only the active tab, when the active tab changes.
+"""
 
 from __future__ import annotations
 
+from rich.cells import cell_len
 from textual.content import Content
 from textual.widgets import Static, Tab, Tabs
 
 from .. import format as fmt
 
-__all__ = ["PANE_TITLES", "panes_for", "PaneTabs"]
+__all__ = ["PANE_TITLES", "SHORT_TITLES", "FORMS", "panes_for", "compact_count", "tab_text", "PaneTabs"]
 
 PANE_TITLES = {
     "pending": "Pending",
@@ -20,10 +26,57 @@ PANE_TITLES = {
     "all": "All",
 }
 
+SHORT_TITLES = {
+    "pending": "Pend",
+    "queued": "Queue",
+    "running": "Run",
+    "succeeded": "Succ",
+    "failed": "Fail",
+    "aborted": "Abort",
+    "resubmitted": "Resub",
+    "all": "All",
+}
+
+# Widest first; the first one whose labels fit is shown.
+#   full     "3 Succeeded 70,123"
+#   short    "3 Succ 70,123"
+#   active   "3 70,123", the active tab keeps its short title ("1 Queue 12")
+#   counts   "3 70,123"
+#   compact  "3 70.1k"
+FORMS = ("full", "short", "active", "counts", "compact")
+BOLD_KEY_FORMS = {"active", "counts", "compact"}  # a bold digit tells the key from the count beside it
+
 
 def panes_for(knows_running: bool) -> list[str]:
     first = ["queued", "running"] if knows_running else ["pending"]
     return first + ["succeeded", "failed", "aborted", "resubmitted", "all"]
+
+
+def compact_count(n: int) -> str:
+    """Three significant digits past a thousand: 950 -> '950', 70123 -> '70.1k', 1234567 -> '1.23M'."""
+    if n < 1000:
+        return str(n)
+    value, unit = n / 1e3, "k"
+    if value >= 999.5:  # would round to "1e+03k"
+        value, unit = n / 1e6, "M"
+    if value >= 999.5:
+        value, unit = n / 1e9, "G"
+    return f"{value:.3g}{unit}"
+
+
+def tab_text(index: int, pane: str, count: int | None, form: str = "full", *, active: bool = False) -> str:
+    """The label of tab `index` in one of FORMS (no count yet: the digit and a title)."""
+    key = str(index + 1)
+    if form == "full":
+        title = PANE_TITLES[pane]
+    elif form == "short" or (form == "active" and active) or count is None:
+        title = SHORT_TITLES[pane]
+    else:
+        title = ""
+    if count is None:
+        return f"{key} {title}"
+    number = compact_count(count) if form == "compact" else fmt.thousands(count)
+    return f"{key} {title} {number}" if title else f"{key} {number}"
 
 
 class PaneTabs(Tabs, can_focus=False):
@@ -36,15 +89,20 @@ class PaneTabs(Tabs, can_focus=False):
     """
 
     def __init__(self, panes: list[str], *, active: str | None = None, id: str | None = None) -> None:
-        tabs = [Tab(self.label_for(i, pane, None), id=f"pane-{pane}") for i, pane in enumerate(panes)]
+        tabs = [Tab(tab_text(i, pane, None), id=f"pane-{pane}") for i, pane in enumerate(panes)]
         super().__init__(*tabs, active=f"pane-{active}" if active else None, id=id)
         self.panes = panes
-        self._labels: dict[str, str] = {}
+        self.form = "full"
+        self._counts: dict[str, int] = {}
+        self._labels: dict[str, str] = {}  # the full label of each counted pane (benchmarks/probe.py reads it)
+        # what each tab shows: (text, digit in bold)
+        self._shown: dict[str, tuple[str, bool]] = {f"pane-{pane}": (tab_text(i, pane, None), False)
+                                                    for i, pane in enumerate(panes)}
 
     @staticmethod
     def label_for(index: int, pane: str, count: int | None) -> str:
-        text = f"{index + 1} {PANE_TITLES[pane]}"
-        return text if count is None else f"{text} {fmt.thousands(count)}"
+        """The full label ("3 Succeeded 70,123"), whatever form the bar shows."""
+        return tab_text(index, pane, count)
 
     def set_panes(self, panes: list[str]) -> None:
         """Switch the tab set in place (Pending <-> Queued + Running), keeping the other tabs."""
@@ -52,7 +110,9 @@ class PaneTabs(Tabs, can_focus=False):
         first_kept = next((p for p in old if p in panes), None)
         for pane in panes:
             if pane not in old:
-                tab = Tab(self.label_for(panes.index(pane), pane, None), id=f"pane-{pane}")
+                text = tab_text(panes.index(pane), pane, None, self.form)
+                tab = Tab(text, id=f"pane-{pane}")
+                self._shown[f"pane-{pane}"] = (text, False)
                 if first_kept is not None:
                     self.add_tab(tab, before=f"pane-{first_kept}")
                 else:
@@ -60,26 +120,60 @@ class PaneTabs(Tabs, can_focus=False):
         for pane in old:
             if pane not in panes:
                 self.remove_tab(f"pane-{pane}")
+                self._shown.pop(f"pane-{pane}", None)
+                self._counts.pop(pane, None)
         self.panes = list(panes)
         self._labels.clear()
+        self._relabel()  # the kept tabs' digits moved
 
     def set_counts(self, counts: dict[str, int]) -> None:
-        for i, pane in enumerate(self.panes):
-            label = self.label_for(i, pane, counts.get(pane, 0))
-            if self._labels.get(pane) == label:
+        self._counts = {pane: counts.get(pane, 0) for pane in self.panes}
+        self._labels = {pane: self.label_for(i, pane, self._counts[pane]) for i, pane in enumerate(self.panes)}
+        self._relabel()
+        tab = self.get_tab("pane-failed")
+        if tab is not None:
+            tab.set_class(self._counts.get("failed", 0) > 0, "-failures")
+
+    def watch_active(self, previously_active: str, active: str) -> None:
+        super().watch_active(previously_active, active)
+        self._relabel()  # the "active" form titles the active tab alone
+
+    def on_resize(self) -> None:
+        self._relabel()
+
+    def _texts(self, form: str) -> dict[str, str]:
+        return {f"pane-{pane}": tab_text(i, pane, self._counts.get(pane), form, active=self.active == f"pane-{pane}")
+                for i, pane in enumerate(self.panes)}
+
+    def _fit(self) -> tuple[str, dict[str, str]]:
+        """The widest form whose labels fit the bar (the last one if none does; full before the first layout)."""
+        width = self.size.width
+        tab = self.get_tab(f"pane-{self.panes[-1]}") if width else None
+        gutter = tab.styles.gutter.width if tab is not None else 2  # Tab's `padding: 0 1`
+        for form in FORMS:
+            texts = self._texts(form)
+            if not width or sum(cell_len(t) + gutter for t in texts.values()) <= width:
+                break
+        return form, texts
+
+    def _relabel(self) -> None:
+        self.form, texts = self._fit()
+        bold_key = self.form in BOLD_KEY_FORMS
+        for tab_id, text in texts.items():
+            old = self._shown.get(tab_id)
+            if old == (text, bold_key):
                 continue
-            tab = self.get_tab(f"pane-{pane}")
+            tab = self.get_tab(tab_id)
             if tab is None:
                 continue
-            old = self._labels.get(pane)
-            self._labels[pane] = label
-            if old is not None and len(old) == len(label):
+            self._shown[tab_id] = (text, bold_key)
+            key, _, rest = text.partition(" ")
+            label = Content.assemble((key, "bold"), " ", rest) if bold_key else Content(text)
+            if old is not None and cell_len(old[0]) == cell_len(text):
                 # Same width (a count moved within its digits, every poll of a busy cluster): repaint the
                 # tab alone. Setting `label` (Tab.update) re-lays out the whole screen (Static.update's default), a
                 # reflow + full repaint per poll. Textual 8.2's Tab keeps its label in `_label`.
-                tab._label = Content.from_text(label)
-                Static.update(tab, tab._label, layout=False)  # no Relabelled: the underline stays put
+                tab._label = label
+                Static.update(tab, label, layout=False)  # no Relabelled: the underline stays put
             else:
                 tab.label = label
-            if pane == "failed":
-                tab.set_class(counts.get(pane, 0) > 0, "-failures")

@@ -1,0 +1,198 @@
+"""The pane tabs on real terminals sizes: every tab's digit key and count on screen, titles as wide as fit.
+
+The tab bar is read from the rendered screen (the compositor's strips), as a user sees it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from fakes import FakeSource, make_record
+
+from datasource.model import State
+from datasource.sources.base import Capabilities
+from tui.widgets.pane_tabs import PANE_TITLES, PaneTabs, compact_count, panes_for, tab_text
+
+from .test_app import count_layouts, settled, started
+
+# The counts of a big cluster seen through the Hub (Queued + Running): 7 tabs, full labels 116 columns wide.
+BIG = {"queued": 12, "running": 2, "succeeded": 70_123, "failed": 10_001, "aborted": 5_000, "resubmitted": 5_000,
+       "all": 100_000}
+
+
+def knows_running(n: int) -> FakeSource:
+    """A source that tells Queued from Running; a third of its unfinished tasks run."""
+    source = FakeSource(n, caps=Capabilities(kind="hub", backend="sqlite", knows_running=True, has_engines=True))
+    for i, rec in enumerate(r for r in list(source.records.values()) if r.state is State.PENDING):
+        if i % 3 == 0:
+            source.records[rec.msg_id] = replace(rec, state=State.RUNNING, started=rec.submitted + timedelta(seconds=1))
+    return source
+
+
+def tabs_of(app) -> PaneTabs:
+    return app.screen_main().query_one(PaneTabs)
+
+
+def bar_strip(app):
+    tabs = tabs_of(app)
+    line = app.screen._compositor.render_strips()[tabs.region.y]
+    return line.crop(tabs.region.x, tabs.region.right)
+
+
+def shown(app) -> list[str]:
+    """The tab bar as on screen, one string per tab (their paddings leave two spaces between them)."""
+    return [part.strip() for part in bar_strip(app).text.split("  ") if part.strip()]
+
+
+def assert_every_key_and_count(labels: list[str], panes: list[str], counts: dict[str, int]) -> None:
+    assert len(labels) == len(panes), labels
+    for i, (label, pane) in enumerate(zip(labels, panes)):
+        assert label.startswith(f"{i + 1} ") and label.endswith(f" {counts[pane]:,}"), (label, labels)
+
+
+async def show(app, pilot, counts: dict[str, int]) -> None:
+    tabs_of(app).set_counts(counts)
+    await pilot.pause()
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size, labels", [
+    ((160, 45), ["1 Queued 12", "2 Running 2", "3 Succeeded 70,123", "4 Failed 10,001", "5 Aborted 5,000",
+                 "6 Resubmitted 5,000", "7 All 100,000"]),
+    ((100, 30), ["1 Queue 12", "2 Run 2", "3 Succ 70,123", "4 Fail 10,001", "5 Abort 5,000", "6 Resub 5,000",
+                 "7 All 100,000"]),
+    ((80, 24), ["1 Queue 12", "2 2", "3 70,123", "4 10,001", "5 5,000", "6 5,000", "7 100,000"]),
+])
+async def test_every_tab_keeps_its_key_and_count_on_screen(make_test_app, size, labels) -> None:
+    app, _ = make_test_app(source=knows_running(300))
+    async with app.run_test(size=size) as pilot:
+        await started(app, pilot)
+        await settled(app, pilot)
+        await show(app, pilot, BIG)
+        assert shown(app) == labels
+        assert_every_key_and_count(shown(app), app.panes, BIG)
+        tabs = tabs_of(app)
+        assert all(tabs.region.contains_region(tab.region) for tab in tabs.query("Tab"))  # none cut off
+        # the API keeps the full label whatever the screen shows (benchmarks/probe.py compares with it)
+        assert tabs._labels["succeeded"] == PaneTabs.label_for(2, "succeeded", 70_123) == "3 Succeeded 70,123"
+
+
+async def test_the_tab_bar_follows_resizes_over_real_store_counts(make_test_app) -> None:
+    app, _ = make_test_app(source=knows_running(20_000))
+    async with app.run_test(size=(160, 45)) as pilot:
+        await started(app, pilot)
+        await settled(app, pilot)
+        counts = app.store.counts()
+        assert counts["all"] == 20_000 and counts["queued"] > 1_000 and counts["running"] > 600
+        full = shown(app)
+        assert full == [tab_text(i, pane, counts[pane]) for i, pane in enumerate(app.panes)]
+        assert [label.split(" ")[1] for label in full] == [PANE_TITLES[p] for p in app.panes]
+        # (110: the engine sidebar comes back and leaves the tabs 75 columns)
+        for size, form in [((80, 24), "active"), ((100, 30), "short"), ((110, 30), "active"), ((160, 45), "full")]:
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+            await pilot.pause()
+            assert tabs_of(app).form == form, size
+            assert_every_key_and_count(shown(app), app.panes, counts)
+            assert sum(len(label) + 2 for label in shown(app)) <= tabs_of(app).size.width
+        assert shown(app) == full
+
+
+async def test_growing_counts_shorten_the_labels_and_keep_them_on_screen(make_test_app) -> None:
+    source = knows_running(300)
+    app, _ = make_test_app(source=source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await started(app, pilot)
+        await settled(app, pilot)
+        assert tabs_of(app).form == "full"
+        assert_every_key_and_count(shown(app), app.panes, app.store.counts())
+        for i in range(300, 20_300):
+            rec = make_record(i)
+            source.records[rec.msg_id] = rec
+        await started(app, pilot)
+        await settled(app, pilot)
+        await pilot.pause()
+        counts = app.store.counts()
+        assert counts["all"] == 20_300
+        assert tabs_of(app).form == "short"
+        assert_every_key_and_count(shown(app), app.panes, counts)
+
+
+async def test_the_active_tab_keeps_its_title_when_only_counts_fit(make_test_app) -> None:
+    app, _ = make_test_app(source=knows_running(300))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(app, pilot)
+        await settled(app, pilot)
+        await show(app, pilot, BIG)
+        assert shown(app)[:3] == ["1 Queue 12", "2 2", "3 70,123"]
+        await pilot.press("3")
+        await settled(app, pilot)
+        assert app.current_pane == "succeeded"
+        assert shown(app)[:3] == ["1 12", "2 2", "3 Succ 70,123"]
+        # the digit is bold: it reads as the key, apart from the count beside it
+        bold = {seg.text for seg in bar_strip(app) if seg.style is not None and seg.style.bold}
+        assert {"1", "2", "3", "4", "5", "6", "7"} <= bold
+
+
+async def test_counts_too_wide_for_exact_numbers_are_rounded(make_test_app) -> None:
+    app, _ = make_test_app(source=knows_running(300))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(app, pilot)
+        await settled(app, pilot)
+        huge = {"queued": 1_250_000, "running": 1_000, "succeeded": 7_012_345, "failed": 1_000_001,
+                "aborted": 500_000, "resubmitted": 500_000, "all": 10_263_346}
+        await show(app, pilot, huge)
+        assert tabs_of(app).form == "compact"
+        assert shown(app) == ["1 1.25M", "2 1k", "3 7.01M", "4 1M", "5 500k", "6 500k", "7 10.3M"]
+
+
+async def test_same_width_counts_repaint_the_tabs_without_relayout_in_a_short_form(make_test_app, monkeypatch) -> None:
+    app, _ = make_test_app(source=knows_running(300))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(app, pilot)
+        await settled(app, pilot)
+        await show(app, pilot, BIG)
+        assert tabs_of(app).form == "active"
+        layouts = count_layouts(monkeypatch)
+        await show(app, pilot, {**BIG, "queued": 13, "succeeded": 70_124, "all": 100_001})
+        assert shown(app) == ["1 Queue 13", "2 2", "3 70,124", "4 10,001", "5 5,000", "6 5,000", "7 100,001"]
+        assert layouts == []
+        await show(app, pilot, {**BIG, "all": 1_000_000})  # a digit more: the tab widens, the layout is redone
+        assert shown(app)[-1] == "7 1,000,000" and "Tab" in layouts
+
+
+async def test_pending_tabs_at_80_columns_and_the_switch_to_queued_and_running(make_test_app) -> None:
+    source = FakeSource(20_000)
+    app, _ = make_test_app(source=source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(app, pilot)
+        await settled(app, pilot)
+        assert app.panes == panes_for(False)
+        assert_every_key_and_count(shown(app), app.panes, app.store.counts())
+        source._caps = Capabilities(kind="hub", backend="sqlite", knows_running=True, has_engines=True)
+        for rec in [r for r in source.records.values() if r.state is State.PENDING][:40]:
+            source.records[rec.msg_id] = replace(rec, state=State.RUNNING)
+        await started(app, pilot)
+        await settled(app, pilot)
+        await pilot.pause()
+        assert app.panes == panes_for(True)
+        assert_every_key_and_count(shown(app), app.panes, app.store.counts())
+
+
+def test_label_forms() -> None:
+    assert tab_text(2, "succeeded", 70_123) == "3 Succeeded 70,123"
+    assert tab_text(2, "succeeded", 70_123, "short") == "3 Succ 70,123"
+    assert tab_text(2, "succeeded", 70_123, "active") == "3 70,123"
+    assert tab_text(2, "succeeded", 70_123, "active", active=True) == "3 Succ 70,123"
+    assert tab_text(2, "succeeded", 70_123, "counts", active=True) == "3 70,123"
+    assert tab_text(2, "succeeded", 70_123, "compact") == "3 70.1k"
+    assert tab_text(0, "queued", None) == "1 Queued"  # no count yet
+    assert tab_text(0, "queued", None, "counts") == "1 Queue"
+
+
+@pytest.mark.parametrize("n, text", [(0, "0"), (999, "999"), (1_000, "1k"), (5_000, "5k"), (70_123, "70.1k"),
+                                     (999_499, "999k"), (999_500, "1M"), (1_234_567, "1.23M"), (5_000_000_000, "5G")])
+def test_compact_count(n, text) -> None:
+    assert compact_count(n) == text
