@@ -13,8 +13,8 @@ what brings the store there:
 
 The fill of a two-phase Hub load (`Delta.filling`) replays as it was seen: the recorded fill deltas carry
 their `filling` again (what tells a fill from changes: the store's progress, `hubtop watch`'s lines), and a
-rebuild or an undo ends with a delta that gives the store the fill's progress at the cursor. A recording made before `filling` was recorded has no
-fill columns: its fill replays as ordinary changes, as it did.
+rebuild or an undo ends with a delta that gives the store the fill's progress at the cursor. A recording
+made before `filling` was recorded has no fill columns: its fill replays as ordinary changes, as it did.
 
 The cursor starts at the end: opening a recording shows the last state hubtop saw (a post-mortem
 of a Hub that is gone). Heavy fields were never recorded: `detail()` says so.
@@ -78,7 +78,7 @@ class ReplaySource:
         self._sessions: dict[int, RecordedSession] = {}
         self._cursor = -1  # index into _steps
         self._delivered: int | None = None  # poll id the consumer's store reflects (None: nothing yet)
-        self._fill_cols = "NULL, NULL"  # `polls` columns of Delta.filling (absent from older recordings)
+        self._has_fill = False  # `polls` has the columns of Delta.filling (older recordings do not)
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -111,8 +111,7 @@ class ReplaySource:
                 caps_dict = {}
             self._sessions[sid] = RecordedSession(sid, from_epoch(started) or datetime.now(timezone.utc), name, kind,
                                                   backend, version, caps_dict if isinstance(caps_dict, dict) else {})
-        if {"fill_done", "fill_total"} <= poll_columns(db):
-            self._fill_cols = "fill_done, fill_total"
+        self._has_fill = {"fill_done", "fill_total"} <= poll_columns(db)
         self._steps = db.execute("SELECT id, t, session FROM polls WHERE loading = 0 ORDER BY id").fetchall()
         self._times = [t for _, t, _ in self._steps]
 
@@ -238,7 +237,8 @@ class ReplaySource:
     def _replay(self, after: int, upto: int) -> Iterator[Delta]:
         polls = self._q(
             "SELECT id, reset, loading, done, total, engines, queue, warnings, running, upserts, first_task, "
-            f"removals, first_removed, {self._fill_cols} FROM polls WHERE id > ? AND id <= ? ORDER BY id",
+            f"removals, first_removed, {'fill_done, fill_total' if self._has_fill else 'NULL, NULL'} "
+            "FROM polls WHERE id > ? AND id <= ? ORDER BY id",
             (after, upto),
         )
         for (pid, reset, loading, done, total, engines, queue, warnings, running, n_up, first_up, n_rm, first_rm,
@@ -267,7 +267,7 @@ class ReplaySource:
     def _filling_at(self, upto: int) -> tuple[int, int] | None:
         """The fill under way right after poll `upto` as the live store had it: the last recorded fill delta
         since the last full load, while it was not complete (the store drops a complete one)."""
-        if self._fill_cols == "NULL, NULL":
+        if not self._has_fill:
             return None
         rows = self._q(
             "SELECT fill_done, fill_total FROM polls WHERE fill_total IS NOT NULL AND id <= ? "
