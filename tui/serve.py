@@ -75,12 +75,14 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             pass  # each session shows the picker
     command = served_command(list(getattr(args, "raw_argv", [])))
     read_only = settings_from_args(args, cfg)["read_only"]
+    # Imported before anything is printed: a Ctrl-C that lands inside an import is swallowed by importlib
+    # ("Exception ignored ... KeyboardInterrupt" and a traceback) and the server starts anyway.
+    from textual_serve.server import Server
+
     if not _is_loopback(args.host) and not read_only:
         print(f"hubtop serve: WARNING: listening on {args.host}: anyone who can reach port {args.port} can "
               "resubmit and purge tasks. Add --read-only, or bind to 127.0.0.1 and use an SSH tunnel.",
               file=sys.stderr, flush=True)
-    from textual_serve.server import Server
-
     server = Server(command, host=args.host, port=args.port, title="hubtop", public_url=args.public_url)
     print(f"hubtop serve: http://{args.host}:{args.port} runs: {command}", file=sys.stderr, flush=True)
     server.serve()
