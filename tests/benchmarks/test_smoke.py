@@ -67,4 +67,6 @@ def test_runner_produces_a_well_formed_table(tmp_path: Path) -> None:
     assert gentle["throughput_off"] > 0 and gentle["throughput_on"] > 0
     assert gentle["latency"]["on-busy"]["n"] > 0
     assert gentle["throughput_burn"] > 0 and len(gentle["burn_paired_ratios"]) == 1
-    assert gentle["hubtop_busy_cpu_pct"][0] > 0 and gentle["burner_cpu_pct"][0] > 0
+    # a --quick window is ~0.2 s: /proc counts CPU in 10 ms ticks, so 0 is a possible reading here
+    assert all(math.isfinite(c) and c >= 0 for c in gentle["hubtop_busy_cpu_pct"] + gentle["burner_cpu_pct"])
+    assert len(gentle["hubtop_busy_cpu_pct"]) == len(gentle["burner_cpu_pct"]) == 1
