@@ -40,7 +40,7 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 from benchmarks.generate import HUB_MIX, fill_hub_table, generate, records  # noqa: E402
-from benchmarks.probe import pct  # noqa: E402
+from benchmarks.probe import pct, stop_process  # noqa: E402
 
 CHURN_K = 100
 TRICKLE_RATE = 20.0  # tasks per second while the Hub's latency is sampled (it commits; hubtop reads)
@@ -373,9 +373,7 @@ def gentleness(hub: HubBench, work: Path, *, rounds: int, tasks: int, idle: floa
     try:
         time.sleep(1.0)
         for r in range(rounds):
-            order = _ORDERS[r % len(_ORDERS)]
-            if r == 0:
-                order = ("off", "on", "burn")  # the burner needs a first hubtop figure
+            order = _ORDERS[r % len(_ORDERS)]  # round 0 measures hubtop before the burner needs its figure
             measured: dict[str, float] = {}
             for state in order:
                 proc = None
@@ -407,8 +405,6 @@ def gentleness(hub: HubBench, work: Path, *, rounds: int, tasks: int, idle: floa
                 elif state == "burn":
                     burner_cpu.append(100 * (c1 - c0) / (t1 - t0))
                 if proc is not None:
-                    from benchmarks.probe import stop_process
-
                     stop_process(proc, timeout=20)
                     if proc is hubtop:
                         hubtop = None
@@ -417,8 +413,6 @@ def gentleness(hub: HubBench, work: Path, *, rounds: int, tasks: int, idle: floa
             for state in ("on", "burn"):
                 paired[state].append(measured[state] / measured["off"])
     finally:
-        from benchmarks.probe import stop_process
-
         if hubtop is not None:
             stop_process(hubtop)
         stop_process(sampler)
