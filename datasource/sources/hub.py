@@ -51,7 +51,8 @@ Each later `sync()` costs in proportion to what changed, not to the history size
 Running vs pending: an `IOPubListener` (SUB on the `iopub` relay) is drained without blocking at
 each sync; a pending task seen `status: busy` (and not yet idle) is upserted as `running`
 (`knows_running`). A fresh subscriber misses tasks that started before it connected: those stay
-`pending` (never called `queued`, which we cannot prove). `live_running=False` turns it off.
+`pending` (never called `queued`, which we cannot prove). `live_running=False` turns it off. While the
+cluster finishes tasks faster than `IOPubListener.pace` follows, nothing is marked running.
 
 When a request times out and the connection file changed (the Hub restarted on new ports), the
 source reconnects with the new file and reloads from scratch (a new Hub may use a new table).
@@ -257,6 +258,8 @@ class HubSource:
             warnings.append(NODB_WARNING)
         elif self._backend == "dictdb":
             warnings.append(DICTDB_WARNING)
+        if self._iopub is not None and self._iopub.note():
+            warnings.append(self._iopub.note())
         return Capabilities(
             kind="hub",
             backend=self._backend,
@@ -292,6 +295,7 @@ class HubSource:
             self._reset_state()
             engines, queue = self._engines_and_queue()
         if self._iopub is not None:
+            self._iopub.pace(sum(e.completed for e in queue.engines.values()), self._clock())
             self._running = set(self._iopub.drain())
         if not self._loaded or self._backend == "nodb":
             yield from self._full_load(engines, queue, warnings)

@@ -4,7 +4,8 @@ Engines, queue counts and the ids in flight come from the Hub; resubmitting alwa
 Shared by `SQLiteSource` and `MongoSource` through `PairedHub`, which also:
 
 * tells running tasks from pending ones: an `IOPubListener` on the Hub's IOPub relay (as `HubSource`
-  does) gives the ids seen `status: busy` and not yet idle. A task seen idle stays marked running for
+  does) gives the ids seen `status: busy` and not yet idle, while the cluster finishes fewer tasks a second
+  than the listener follows (`IOPubListener.pace`, from the Hub's completed counts; a standing note says so). A task seen idle stays marked running for
   FINISHING_SECONDS at most (the Hub writes its completion to the database up to ~2 s later: without
   this it would show as queued in between); a busy id the Hub no longer has in flight is treated as
   idle (an idle lost to the socket's high-water mark). A fresh subscriber misses tasks that started
@@ -161,9 +162,10 @@ class PairedHub:
         return bool(self._reason)
 
     def warnings(self) -> tuple[str, ...]:
-        """The standing warning while the Hub does not answer (one line)."""
+        """The standing warning while the Hub does not answer, or while IOPub is not followed (one line)."""
         if not self._reason:
-            return ()
+            note = self._listener.note() if self._listener is not None else ""
+            return (note,) if note else ()
         return (f"Hub did not answer ({self._reason}); showing the {self.what} only, "
                 f"asking it again every {self._delay:g} s",)
 
@@ -196,6 +198,10 @@ class PairedHub:
                 if self._listener is not None and getattr(self.hub, "conn", None) is not self._listener_conn:
                     self._follow_conn()  # the client followed a restarted Hub's new file: subscribe now
                     busy = self._listener.drain() if self._listener is not None else None
+                if self._listener is not None and delta.queue is not None and self._listener.pace(
+                        sum(e.completed for e in delta.queue.engines.values()), self.clock()):
+                    busy = self._listener.running  # stopped or started following: nothing is known running
+                    self._busy_before, self._finishing = set(), {}
         if busy is not None:
             self._update_marks(busy, in_flight if answered else None)
         return in_flight

@@ -232,3 +232,65 @@ def test_iopub_reads_signed_status_messages_only() -> None:
     tampered = list(busy)
     tampered[-1] = b'{"execution_state": "idle"}'
     assert listener._status(tampered) == (None, None)
+
+
+def test_iopub_is_not_followed_while_the_cluster_finishes_tasks_fast() -> None:
+    """`pace` from the Hub's completed counts: above FOLLOW_MAX_RATE tasks/s the subscription is dropped and the
+    publisher (a real PUB, as the relay) stops sending; below FOLLOW_AGAIN_RATE it is followed again."""
+    import uuid
+
+    import zmq
+    from jupyter_client.session import Session
+
+    from datasource.hubclient import FOLLOW_AGAIN_RATE, FOLLOW_MAX_RATE, IOPubListener
+
+    key = uuid.uuid4().hex
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.linger = 0
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    conn = ConnectionInfo(interface="tcp://127.0.0.1", ports={"iopub": port}, key=key.encode())
+    engine = Session(key=key.encode(), username="engine")
+    listener = IOPubListener(conn, context=ctx)
+
+    def publish(state: str) -> str:
+        parent = engine.msg_header("apply_request")
+        engine.send(pub, "status", {"execution_state": state}, parent=parent, ident=b"engine.0.status")
+        return parent["msg_id"]
+
+    def seen_busy(what: str) -> None:
+        """Publish busy until one arrives (a subscription reaches the publisher after a while)."""
+        deadline = time.monotonic() + 10
+        while not listener.drain():
+            assert time.monotonic() < deadline, what
+            publish("busy")
+            time.sleep(0.02)
+
+    try:
+        seen_busy("never subscribed")
+        assert listener.pace(1_000, 100.0) is False  # the first count: no rate yet
+        assert listener.pace(1_000 + int(FOLLOW_MAX_RATE), 101.0) is False  # at the limit: still following
+        assert listener.rate == FOLLOW_MAX_RATE and not listener.paused and listener.note() == ""
+
+        assert listener.pace(1_000 + 3 * int(FOLLOW_MAX_RATE), 102.0) is True  # 400 tasks/s
+        assert listener.paused and listener.running == set() and listener.drain() == set()
+        assert listener.note().startswith(f"{2 * FOLLOW_MAX_RATE:,.0f} tasks/s: running shown as queued")
+        time.sleep(0.3)  # the unsubscription reaches the publisher
+        listener.drain()
+        received = listener.received
+        for _ in range(200):
+            publish("busy")
+        time.sleep(0.3)
+        assert listener.drain() == set() and listener.received == received  # the publisher sent nothing
+
+        assert listener.pace(1_000 + 3 * int(FOLLOW_MAX_RATE) + int(FOLLOW_AGAIN_RATE), 103.0) is False  # at 100/s
+        assert listener.paused
+        assert listener.pace(1_000 + 3 * int(FOLLOW_MAX_RATE) + int(1.5 * FOLLOW_AGAIN_RATE), 104.0) is True  # 50/s
+        assert not listener.paused and listener.note() == ""
+        seen_busy("no busy after subscribing again")
+        assert listener.received > received
+        assert listener.pace(0, 105.0) is False and not listener.paused  # fewer than before (an engine left)
+    finally:
+        listener.close()
+        pub.close(linger=0)
+        ctx.term()

@@ -160,3 +160,52 @@ def test_mongodb_paired_with_its_hub_marks_running_tasks(fresh_cluster) -> None:
         if rc is not None:
             rc.close()
         poller.close()
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "hub"])
+def test_a_flood_of_short_tasks_is_not_followed_on_iopub(fresh_cluster, monkeypatch, direct: bool) -> None:
+    """While the cluster finishes tasks faster than IOPubListener follows, the relay sends hubtop nothing and
+    no task is marked running (a standing note says why); once it calms down, running marks come back.
+    The limits are lowered so that a busy test machine still floods them."""
+    import cluster_workload
+
+    from datasource import hubclient
+
+    monkeypatch.setattr(hubclient, "FOLLOW_MAX_RATE", 20.0)
+    monkeypatch.setattr(hubclient, "FOLLOW_AGAIN_RATE", 0.5)
+    cluster = fresh_cluster("sqlite", n=2)
+    source = open_source(str(cluster.connection_file), timeout=5.0, direct=direct)
+    store = TaskStore()
+    poller = Poller(source, store)
+    rc = cluster_workload.connect(cluster.connection_file)
+    try:
+        poller.open()
+        assert poller.step().status.state == "connected"
+        listener = source.paired._listener if direct else source._iopub
+        assert listener is not None and not listener.paused
+
+        def note() -> list[str]:
+            return [w for w in source.capabilities().warnings if "running shown as queued" in w]
+
+        view = rc.load_balanced_view()
+        burst = [view.apply_async(pow, 2, i % 7) for i in range(600)]
+        _step_until(poller, store, lambda s: listener.paused, 30, "IOPub paused", interval=0.25)
+        assert note() and note()[0].split()[0].replace(",", "").isdigit()
+        time.sleep(0.3)  # the unsubscription reaches the relay
+        poller.step()
+        received = listener.received
+        more = [view.apply_async(pow, 2, i % 7) for i in range(300)]
+        for ar in burst + more:
+            ar.get(timeout=60)
+        _step_until(poller, store, lambda s: s.total >= 900, 30, "the flood recorded", interval=0.25)
+        assert listener.received == received  # the relay sent nothing while the flood lasted
+        assert store.counts()["running"] == 0
+
+        _step_until(poller, store, lambda s: not listener.paused, 30, "IOPub followed again", interval=0.25)
+        assert not note()
+        (task,) = view.apply_async(cluster_workload._sleep, 4.0).msg_ids
+        _step_until(poller, store, lambda s: _state(s, task) is State.RUNNING, 20, "a task running after the flood")
+        assert listener.received > received
+    finally:
+        rc.close()
+        source.close()
