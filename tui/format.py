@@ -54,11 +54,14 @@ def duration(seconds: float | None) -> str:
 
 
 def age_seconds(seconds: float | None) -> str:
-    """Data age for the status line: '0.4 s', '12 s', '3 min'."""
+    """Data age for the status line: '<1 s', '4 s', '12 s', '3 min'. Whole seconds: tenths would change the
+    line, and repaint it, at every UI tick."""
     if seconds is None:
         return "never"
+    if seconds < 1:
+        return "<1 s"
     if seconds < 10:
-        return f"{seconds:.1f} s"
+        return f"{int(seconds)} s"
     return _span(seconds)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from textual.content import Content
 from textual.widgets import Static
@@ -52,14 +52,17 @@ class StatusBar(Static):
         super().__init__("", id=id, markup=False)
         self.info: StatusInfo | None = None
         self.text = ""
+        self._shown: tuple[StatusInfo, str] | None = None
 
     def show(self, info: StatusInfo) -> None:
+        shown = (replace(info, age=None), fmt.age_seconds(info.age))  # what the line shows, not the age's float
+        if shown == self._shown:
+            return  # called at every UI tick: most calls change nothing that shows
+        self._shown = shown
+        self.info = info
         content = self.render_info(info)
-        if content.plain != self.text or info != self.info:
-            self.info = info
-            self.text = content.plain
-            # one line of a fixed size: repaint it, never re-lay out the screen (4 times a second: the age moves)
-            self.update(content, layout=False)
+        self.text = content.plain
+        self.update(content, layout=False)  # one line of a fixed size: repaint it, never re-lay out the screen
 
     @staticmethod
     def render_info(info: StatusInfo) -> Content:
