@@ -364,11 +364,10 @@ class IOPubListener:
         return True
 
     def note(self) -> str:
-        """The standing note while not following ("" otherwise)."""
+        """The standing note while not following ("" otherwise): short, the status line is cut on the right."""
         if not self.paused or self.rate is None:
             return ""
-        return (f"{self.rate:,.0f} tasks/s: running shown as queued (IOPub followed again below "
-                f"{FOLLOW_AGAIN_RATE:g}/s)")
+        return f"{self.rate:,.0f} tasks/s: running shown as queued"
 
     def drain(self, max_messages: int = 20_000) -> set[str]:
         """Read what is waiting (never blocks); return the running set."""

@@ -395,8 +395,9 @@ class SQLiteSource:
             purge_reason="" if can_purge else PURGE_REASON,
             purge_via_hub=hub,
             read_only=not hub and not self.allow_writes,
-            warnings=("read from tasks.db: the Hub commits every 2 s, so data can be ~2 s late",)
-            + (self.paired.warnings() if self.paired is not None else ()),
+            # the Hub's state first: the status line is cut on the right, and the constant note can wait
+            warnings=(self.paired.warnings() if self.paired is not None else ())
+            + ("read from tasks.db: the Hub commits every 2 s, so data can be ~2 s late",),
         )
 
     def open(self) -> None:
