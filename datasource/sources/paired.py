@@ -9,7 +9,8 @@ Shared by `SQLiteSource` and `MongoSource` through `PairedHub`, which also:
   FINISHING_SECONDS at most (the Hub writes its completion to the database up to ~2 s later: without
   this it would show as queued in between); a busy id the Hub no longer has in flight is treated as
   idle (an idle lost to the socket's high-water mark). A fresh subscriber misses tasks that started
-  before it connected: those stay pending. The source asks `marks_changed()` each sync and upserts the
+  before it connected: a task alone in flight on its engine (the Hub's verbose `queue_request`, asked
+  while fewer than VERBOSE_LIMIT tasks completed) is running too; others stay pending. The source asks `marks_changed()` each sync and upserts the
   pending records whose mark changed, even when the database did not change.
 * keeps a Hub that is down from slowing the database: after a failed request the Hub is asked again
   only after BACKOFF_FIRST s, then twice as long each time up to BACKOFF_MAX, with a short timeout
@@ -64,13 +65,15 @@ def _live_engines(hub: Any, engine_ids: dict[str, int], timeout: float | None) -
 
 
 def _ask(hub: Any, delta: Delta, engine_ids: dict[str, int], first_timeout: float | None,
-         timeout: float | None) -> set[str] | None:
+         timeout: float | None) -> tuple[set[str] | None, set[str]]:
     """Engines and queue counts from the Hub into `delta`, uuid -> id into `engine_ids` (a SourceError
     propagates; the first request is bounded by `first_timeout`).
 
     Returns the msg_ids the Hub has in flight (queued or running), or None when naming them would cost too
     much: a verbose `queue_request` also lists every msg_id completed since the Hub started, so above
-    VERBOSE_LIMIT completed tasks the caller falls back to re-reading pending rows in slices.
+    VERBOSE_LIMIT completed tasks the caller falls back to re-reading pending rows in slices. And the ids
+    alone in flight on a live engine: an engine runs one task at a time, so a task it has alone is the one
+    it runs (or is about to, within milliseconds), whether or not IOPub saw it start.
     """
     live = _live_engines(hub, engine_ids, first_timeout)
     status: QueueStatus = hub.queue_status(live=live, timeout=timeout)
@@ -78,19 +81,22 @@ def _ask(hub: Any, delta: Delta, engine_ids: dict[str, int], first_timeout: floa
     delta.queue = status
     in_flight = status.unassigned + sum(e.queue + e.tasks for e in status.engines.values())
     if in_flight == 0:
-        return set()
+        return set(), set()
     if sum(e.completed for e in status.engines.values()) + in_flight > VERBOSE_LIMIT:
-        return None
+        return None, set()
     raw = hub.request("queue_request", {"targets": None, "verbose": True}, timeout)
     ids: set[str] = set()
+    alone: set[str] = set()
     for key, value in raw.items():
         if key == "unassigned" and isinstance(value, list):
             ids.update(str(m) for m in value)
         elif isinstance(value, dict):
-            for k in ("queue", "tasks"):
-                if isinstance(value.get(k), list):
-                    ids.update(str(m) for m in value[k])
-    return ids
+            on_engine = [str(m) for k in ("queue", "tasks") if isinstance(value.get(k), list) for m in value[k]]
+            ids.update(on_engine)
+            # the Hub lists every engine ever registered, with what a dead one had in flight
+            if len(on_engine) == 1 and key.isdigit() and int(key) in live:
+                alone.update(on_engine)
+    return ids, alone
 
 
 class PairedHub:
@@ -186,10 +192,11 @@ class PairedHub:
         self._follow_conn()
         busy = self._listener.drain() if self._listener is not None else None
         in_flight: set[str] | None = None
+        alone: set[str] = set()
         answered = False
         if self._may_ask():
             try:
-                in_flight = _ask(self.hub, delta, engine_ids, self._first_timeout(), self._timeout())
+                in_flight, alone = _ask(self.hub, delta, engine_ids, self._first_timeout(), self._timeout())
             except SourceError as exc:
                 self._failed(exc)
             else:
@@ -203,7 +210,8 @@ class PairedHub:
                     busy = self._listener.running  # stopped or started following: nothing is known running
                     self._busy_before, self._finishing = set(), {}
         if busy is not None:
-            self._update_marks(busy, in_flight if answered else None)
+            following = self._listener is not None and not self._listener.paused
+            self._update_marks(busy, in_flight if answered else None, alone if following else set())
         return in_flight
 
     def state_of(self, msg_id: str) -> State:
@@ -222,22 +230,26 @@ class PairedHub:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _update_marks(self, busy: set[str], in_flight: set[str] | None) -> None:
+    def _update_marks(self, busy: set[str], in_flight: set[str] | None, alone: set[str]) -> None:
+        """`busy`: the listener's ids seen busy and not idle (stale ones are dropped from it); `alone`: ids
+        alone on their engine (see _ask). Running = either; a task that stops being either stays marked for
+        FINISHING_SECONDS at most (until its row shows it done)."""
         now = self.clock()
         finishing = self._finishing
-        for m in self._busy_before - busy:  # seen idle since the last poll
+        for m in self._busy_before - busy - alone:  # seen idle (or no longer alone) since the last poll
             finishing[m] = now + FINISHING_SECONDS
         if in_flight is not None:
             for m in [m for m in busy if m not in in_flight]:
                 # the Hub has it done (its idle is late or was dropped) or not registered yet (a busy Hub)
                 if finishing.setdefault(m, now + FINISHING_SECONDS) <= now:
                     busy.discard(m)  # stale: a task of a Hub that died never says idle
-        self._busy_before = set(busy)
+        running = busy | alone
+        self._busy_before = running
         self._finishing = {m: d for m, d in finishing.items() if d > now}
         if self._reason:  # the Hub is down: nothing can be told running
             marked: set[str] = set()
         else:
-            marked = {m for m in busy if in_flight is None or m in in_flight}
+            marked = {m for m in running if in_flight is None or m in in_flight}
             marked.update(self._finishing)
         if marked != self._marked:
             self._changed |= marked ^ self._marked

@@ -104,12 +104,36 @@ def test_a_running_mark_reaches_the_store_without_a_change_of_the_file(fresh_clu
         source.close()
 
 
+def test_a_task_running_before_hubtop_subscribed_is_running_when_alone_on_its_engine(fresh_cluster) -> None:
+    """IOPub never shows the start of a task that began before the subscription; the Hub's verbose queue does:
+    a task alone in flight on its engine is the one the engine runs. The task waiting behind it stays queued."""
+    cluster = fresh_cluster("sqlite", n=1)
+    rc, (first, second) = _submit_sleeps(cluster, 6.0, 1.0)
+    source = SQLiteSource(cluster.tasks_db, hub=cluster.hub_client())
+    store = TaskStore()
+    poller = Poller(source, store)
+    try:
+        time.sleep(1.5)  # the first sleep has started: its busy went out before anyone subscribed
+        poller.open()
+        _step_until(poller, store, lambda s: _state(s, first) is State.RUNNING, 4, "the first task running")
+        assert _state(store, second) is State.PENDING
+        assert first not in source.paired._listener.running  # not from IOPub
+        _step_until(poller, store, lambda s: _state(s, first) is State.SUCCEEDED, 20, "the first task done")
+        _step_until(poller, store, lambda s: _state(s, second) is State.SUCCEEDED, 20, "the second task done")
+        assert store.counts()["running"] == 0
+    finally:
+        rc.close()
+        source.close()
+
+
 def test_knows_running_only_with_a_hub(cluster_sqlite) -> None:
     w = cluster_sqlite.workload
     bare = SQLiteSource(cluster_sqlite.tasks_db)
     paired = SQLiteSource(cluster_sqlite.tasks_db, hub=cluster_sqlite.hub_client())
     try:
-        for src in (bare, paired):
+        # the workload's long sleep started before anyone subscribed (a SUB misses history): without a Hub it
+        # is pending; with one, it is running, alone in flight on its engine (LB tasks: one per engine)
+        for src, state in ((bare, State.PENDING), (paired, State.RUNNING)):
             src.open()
             recs: dict = {}
             deadline = time.monotonic() + 10
@@ -117,8 +141,7 @@ def test_knows_running_only_with_a_hub(cluster_sqlite) -> None:
                 assert time.monotonic() < deadline
                 recs.update({r.msg_id: r for d in src.sync() for r in d.upserts})
                 time.sleep(0.2)
-            # the workload's long sleep started before anyone subscribed: pending (a SUB misses history)
-            assert recs[w.pending[0]].state is State.PENDING
+            assert recs[w.pending[0]].state is state
         assert not bare.capabilities().knows_running
         assert paired.capabilities().knows_running
         assert paired.paired.knows_running and not paired.paired.down
