@@ -138,7 +138,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     demo = Demo(args.engines, args.backend, args.rate, args.mongo_uri, args.seed)
     atexit.register(demo.stop)
     state: dict[str, Any] = {"app": None, "signal": None}
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT too: a demo started in the background by a script inherits SIGINT ignored (the shell does that to
+    # background jobs), and Python then never turns it into KeyboardInterrupt
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
 
     def on_signal(signum: int, frame: Any) -> None:
         state["signal"] = signum
