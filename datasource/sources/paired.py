@@ -5,13 +5,14 @@ Shared by `SQLiteSource` and `MongoSource` through `PairedHub`, which also:
 
 * tells running tasks from pending ones: an `IOPubListener` on the Hub's IOPub relay (as `HubSource`
   does) gives the ids seen `status: busy` and not yet idle, while the cluster finishes fewer tasks a second
-  than the listener follows (`IOPubListener.pace`, from the Hub's completed counts; a standing note says so). A task seen idle stays marked running for
-  FINISHING_SECONDS at most (the Hub writes its completion to the database up to ~2 s later: without
-  this it would show as queued in between); a busy id the Hub no longer has in flight is treated as
-  idle (an idle lost to the socket's high-water mark). A fresh subscriber misses tasks that started
-  before it connected: a task alone in flight on its engine (the Hub's verbose `queue_request`, asked
-  while fewer than VERBOSE_LIMIT tasks completed) is running too; others stay pending. The source asks `marks_changed()` each sync and upserts the
-  pending records whose mark changed, even when the database did not change.
+  than the listener follows (`IOPubListener.pace`, from the Hub's completed counts; a standing note says
+  so). A task seen idle stays marked running for FINISHING_SECONDS at most (the Hub writes its completion
+  to the database up to ~2 s later: without this it would show as queued in between); a busy id the Hub
+  no longer has in flight is treated as idle (an idle lost to the socket's high-water mark). A fresh
+  subscriber misses tasks that started before it connected: a task alone in flight on its engine (the
+  Hub's verbose `queue_request`, asked while fewer than VERBOSE_LIMIT tasks completed) is running too;
+  others stay pending. The source asks `marks_changed()` each sync and upserts the pending records whose
+  mark changed, even when the database did not change.
 * keeps a Hub that is down from slowing the database: after a failed request the Hub is asked again
   only after BACKOFF_FIRST s, then twice as long each time up to BACKOFF_MAX, with a short timeout
   (RETRY_TIMEOUT) for that first request; meanwhile the database is read every poll, the capabilities
