@@ -210,6 +210,11 @@ class QueueStatus:
     engines: dict[int, Engine] = field(default_factory=dict)
     unassigned: int = 0
 
+    @property
+    def completed(self) -> int:
+        """Tasks finished on these engines since the Hub started (the Hub's counters, summed)."""
+        return sum(e.completed for e in self.engines.values())
+
 
 @dataclass(slots=True)
 class TaskRecord:

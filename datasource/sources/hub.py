@@ -258,8 +258,8 @@ class HubSource:
             warnings.append(NODB_WARNING)
         elif self._backend == "dictdb":
             warnings.append(DICTDB_WARNING)
-        if self._iopub is not None and self._iopub.note():
-            warnings.append(self._iopub.note())
+        if self._iopub is not None and (note := self._iopub.note()):
+            warnings.append(note)
         return Capabilities(
             kind="hub",
             backend=self._backend,
@@ -295,7 +295,7 @@ class HubSource:
             self._reset_state()
             engines, queue = self._engines_and_queue()
         if self._iopub is not None:
-            self._iopub.pace(sum(e.completed for e in queue.engines.values()), self._clock())
+            self._iopub.pace(queue.completed, self._clock())
             self._running = set(self._iopub.drain())
         if not self._loaded or self._backend == "nodb":
             yield from self._full_load(engines, queue, warnings)

@@ -83,7 +83,7 @@ def _ask(hub: Any, delta: Delta, engine_ids: dict[str, int], first_timeout: floa
     in_flight = status.unassigned + sum(e.queue + e.tasks for e in status.engines.values())
     if in_flight == 0:
         return set(), set()
-    if sum(e.completed for e in status.engines.values()) + in_flight > VERBOSE_LIMIT:
+    if status.completed + in_flight > VERBOSE_LIMIT:
         return None, set()
     raw = hub.request("queue_request", {"targets": None, "verbose": True}, timeout)
     ids: set[str] = set()
@@ -206,8 +206,8 @@ class PairedHub:
                 if self._listener is not None and getattr(self.hub, "conn", None) is not self._listener_conn:
                     self._follow_conn()  # the client followed a restarted Hub's new file: subscribe now
                     busy = self._listener.drain() if self._listener is not None else None
-                if self._listener is not None and delta.queue is not None and self._listener.pace(
-                        sum(e.completed for e in delta.queue.engines.values()), self.clock()):
+                if self._listener is not None and delta.queue is not None \
+                        and self._listener.pace(delta.queue.completed, self.clock()):
                     busy = self._listener.running  # stopped or started following: nothing is known running
                     self._busy_before, self._finishing = set(), {}
         if busy is not None:
