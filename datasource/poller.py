@@ -1,7 +1,8 @@
 """One poll step: `source.sync()` -> `store.apply()`, plus the connection state the views show.
 
-The caller (the TUI's thread worker, the CLI loop) calls `step()`, waits `next_delay(interval)`, and
-calls it again: polls never overlap. `step()` never raises: a source error becomes a "retrying"
+The caller (the TUI, the CLI loop) calls `step()`, or `submit()` to run it on the poller's own
+background-priority thread (see priority.py), waits `next_delay(interval)`, and calls it again: polls
+never overlap. `step()` never raises: a source error becomes a "retrying"
 status with exponential backoff, anything unexpected is logged (with its traceback) to the `hubtop`
 logger and reported as one line. The UI thread reads `status` while a step runs: it gets a copy made
 under a lock.
@@ -13,11 +14,13 @@ import logging
 import math
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
 import humanize
 
+from .priority import background_executor
 from .sources.base import Delta, Source, SourceError
 from .store import TaskStore
 
@@ -80,6 +83,7 @@ class Poller:
         self._failures = 0
         self._standing: list[str] = []
         self._recent: dict[str, float] = {}  # warning -> clock() when last raised (insertion = age order)
+        self._thread: ThreadPoolExecutor | None = None  # submit()'s thread, made at the first submit
 
     # -- status (any thread) -------------------------------------------------------------------
 
@@ -153,6 +157,17 @@ class Poller:
                 self._state, self._message = "loading", "loading tasks"
         return None
 
+    def submit(self) -> Future[PollOutcome]:
+        """step() on the poller's own thread, which runs at background CPU priority: the cluster being
+        watched goes first when it wants every core."""
+        if self._closed:
+            done: Future[PollOutcome] = Future()
+            done.set_result(PollOutcome(status=self.status))
+            return done
+        if self._thread is None:
+            self._thread = background_executor("hubtop-poll")
+        return self._thread.submit(self.step)
+
     def step(self) -> PollOutcome:
         """One sync: every delta applied to the store as it arrives. Never raises.
 
@@ -210,6 +225,8 @@ class Poller:
         Hub request, say) closes it when it ends. Sockets are not thread-safe: closing one that a step is
         reading crashed that step ("Socket operation on non-socket")."""
         self._closed = True
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)  # a step in progress ends first; its thread then exits
         if self._stepping.acquire(blocking=False):
             try:
                 self._close_source()

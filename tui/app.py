@@ -1,8 +1,9 @@
 """The hubtop app: the main screen (panes, task table, engines, filter, status) and the live poll loop.
 
-Threads: the poll runs `Poller.step()` in a thread worker and posts `PollFinished`; the next poll is armed
-with `set_timer` only then, so polls never overlap. The UI thread only reads the store: a light timer
-re-reads counts and the visible rows when `store.version` moved (every 0.25 s, and at once after a poll).
+Threads: the poll runs `Poller.step()` on the poller's own thread, at background CPU priority
+(datasource/priority.py), and posts `PollFinished`; the next poll is armed with `set_timer` only then, so
+polls never overlap. The UI thread only reads the store: a light timer re-reads counts and the visible rows
+when `store.version` moved (every 0.25 s, and at once after a poll).
 """
 
 from __future__ import annotations
@@ -246,7 +247,7 @@ class HubtopApp(App[None]):
             await asyncio.sleep(0.01)
         self._polling = True
         try:
-            outcome = await asyncio.to_thread(self.poller.step)
+            outcome = await asyncio.wrap_future(self.poller.submit())
         finally:
             self._polling = False
         self._after_poll(outcome)
@@ -368,11 +369,13 @@ class HubtopApp(App[None]):
         self._polling = True
         self._poll_worker()
 
-    @work(thread=True, exclusive=True, group="poll", exit_on_error=False, description="poll the source")
-    def _poll_worker(self) -> None:
+    @work(exclusive=True, group="poll", exit_on_error=False, description="poll the source")
+    async def _poll_worker(self) -> None:
         assert self.poller is not None
         try:
-            outcome = self.poller.step()  # never raises by contract; a bug still must not kill the loop
+            # on the poller's own thread, at background priority; never raises by contract, but a bug
+            # still must not kill the loop
+            outcome = await asyncio.wrap_future(self.poller.submit())
         except Exception as exc:
             from datasource.poller import PollStatus
 
@@ -380,8 +383,7 @@ class HubtopApp(App[None]):
                 status=PollStatus("retrying", f"internal error: {type(exc).__name__}: {exc}"),
                 event=f"internal error: {type(exc).__name__}",
             )
-        if not get_current_worker().is_cancelled:
-            self.post_message(PollFinished(outcome))
+        self.post_message(PollFinished(outcome))
 
     def on_poll_finished(self, message: PollFinished) -> None:
         self._polling = False

@@ -354,3 +354,27 @@ def test_real_hub_lost_and_back(fresh_cluster) -> None:
         assert any("the Hub restarted" in w for w in out.warnings)
     finally:
         poller.close()
+
+
+def test_submit_steps_on_one_background_priority_thread() -> None:
+    from datasource.priority import thread_nice
+
+    source, store, poller, _ = make(50)
+    seen: list[tuple[int, int | None]] = []
+    sync = source.sync
+
+    def watched_sync():
+        seen.append((threading.get_native_id(), thread_nice()))
+        return sync()
+
+    source.sync = watched_sync
+    closed: list[bool] = []
+    source.close = lambda: closed.append(True)
+    assert poller.submit().result(timeout=10).added == 50
+    assert poller.submit().result(timeout=10).status.state == "connected"
+    assert len(seen) == 2 and seen[0][0] == seen[1][0] != threading.get_native_id()
+    if thread_nice() is not None:  # Linux: the polls run below the caller's priority
+        assert seen[0][1] > thread_nice()
+    poller.close()
+    assert poller.submit().result(timeout=10).added == 0  # closed: nothing runs, nothing raises
+    assert closed == [True] and len(seen) == 2
