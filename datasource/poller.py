@@ -160,13 +160,16 @@ class Poller:
     def submit(self) -> Future[PollOutcome]:
         """step() on the poller's own thread, which runs at background CPU priority: the cluster being
         watched goes first when it wants every core."""
-        if self._closed:
-            done: Future[PollOutcome] = Future()
-            done.set_result(PollOutcome(status=self.status))
-            return done
-        if self._thread is None:
-            self._thread = background_executor("hubtop-poll")
-        return self._thread.submit(self.step)
+        if not self._closed:
+            if self._thread is None:
+                self._thread = background_executor("hubtop-poll")
+            try:
+                return self._thread.submit(self.step)
+            except RuntimeError:  # close() shut the thread down since the check
+                pass
+        done: Future[PollOutcome] = Future()
+        done.set_result(PollOutcome(status=self.status))
+        return done
 
     def step(self) -> PollOutcome:
         """One sync: every delta applied to the store as it arrives. Never raises.
