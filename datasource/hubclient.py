@@ -30,7 +30,7 @@ from .model import Engine, QueueStatus, parse_time
 from .sources.base import ActionRefused, SourceError, SourceUnavailable
 
 __all__ = ["HubClient", "HubError", "IOPubListener", "CHUNK", "MATCH_ALL", "chunks", "FOLLOW_MAX_RATE",
-           "FOLLOW_AGAIN_RATE"]
+           "FOLLOW_AGAIN_RATE", "FOLLOW_PER_ENGINE", "follow_limits"]
 
 CHUNK = 500  # ids per $in / resubmit / purge request (SQLite fails above ~1000)
 MATCH_ALL: dict = {"msg_id": {"$ne": ""}}  # `{}` is invalid SQL on the SQLite backend
@@ -39,6 +39,16 @@ MATCH_ALL: dict = {"msg_id": {"$ne": ""}}  # `{}` is invalid SQL on the SQLite b
 # tasks/s is ~1 % of a core, the 550/s of trivial tasks on 2 cores ~2.7 %, taken from the cluster.
 FOLLOW_MAX_RATE = 200.0
 FOLLOW_AGAIN_RATE = 100.0
+# ... and per live engine: above 10 tasks/s an engine's tasks last < 0.1 s on average, too short for a view
+# polled every second to show them running, so a small cluster stops following sooner (2 engines: 20/s; the
+# IOPub it would follow in a burst's first poll interval is the cost). The resume rate scales with it.
+FOLLOW_PER_ENGINE = 10.0
+
+
+def follow_limits(engines: int | None) -> tuple[float, float]:
+    """(stop following above, follow again below) tasks/s, for a cluster of `engines` live engines."""
+    stop = FOLLOW_MAX_RATE if not engines else min(FOLLOW_MAX_RATE, FOLLOW_PER_ENGINE * engines)
+    return stop, stop * FOLLOW_AGAIN_RATE / FOLLOW_MAX_RATE
 
 
 class HubError(SourceError):
@@ -320,9 +330,10 @@ class IOPubListener:
     receives every engine's output too: at most `max_messages` are read per drain, and the socket's
     receive high-water mark drops the excess instead of growing memory.
 
-    Paced by the cluster (`pace`, given the Hub's completed count each poll): while it finishes more than
-    FOLLOW_MAX_RATE tasks a second the subscription is dropped (the connection kept, the relay then sends
-    nothing) and no task is known running; below FOLLOW_AGAIN_RATE it is followed again, from then on.
+    Paced by the cluster (`pace`, given the Hub's completed count and live engines each poll): while it
+    finishes more tasks a second than `follow_limits` allows (FOLLOW_MAX_RATE, less for a few engines) the
+    subscription is dropped (the connection kept, the relay then sends nothing) and no task is known
+    running; below half that it is followed again, from then on.
     Such tasks last milliseconds: a 1 s view cannot show them running anyway, and following them would
     take the CPU from the cluster.
     """
@@ -348,14 +359,16 @@ class IOPubListener:
         self.rate: float | None = None  # tasks finished per second at the last pace(), once known
         self._paced: tuple[float, int] | None = None  # (monotonic time, completed) at the last pace()
 
-    def pace(self, completed: int, now: float) -> bool:
-        """Follow IOPub or not, from the Hub's count of finished tasks (summed over its engines) at monotonic
-        `now` (see the class docstring). True when it stopped or started following: `running` was emptied."""
+    def pace(self, completed: int, now: float, engines: int | None = None) -> bool:
+        """Follow IOPub or not, from the Hub's count of finished tasks (summed over its `engines` live
+        engines) at monotonic `now` (see the class docstring). True when it stopped or started following:
+        `running` was emptied."""
         last, self._paced = self._paced, (now, completed)
         if last is None or now <= last[0] or completed < last[1]:  # first call, or an engine left the sum
             return False
         self.rate = (completed - last[1]) / (now - last[0])
-        switch = self.rate < FOLLOW_AGAIN_RATE if self.paused else self.rate > FOLLOW_MAX_RATE
+        stop, resume = follow_limits(engines)
+        switch = self.rate < resume if self.paused else self.rate > stop
         if self._sock is None or not switch:
             return False
         self.paused = not self.paused

@@ -295,7 +295,7 @@ class HubSource:
             self._reset_state()
             engines, queue = self._engines_and_queue()
         if self._iopub is not None:
-            self._iopub.pace(queue.completed, self._clock())
+            self._iopub.pace(queue.completed, self._clock(), len(queue.engines))
             self._running = set(self._iopub.drain())
         if not self._loaded or self._backend == "nodb":
             yield from self._full_load(engines, queue, warnings)

@@ -207,7 +207,7 @@ class PairedHub:
                     self._follow_conn()  # the client followed a restarted Hub's new file: subscribe now
                     busy = self._listener.drain() if self._listener is not None else None
                 if self._listener is not None and delta.queue is not None \
-                        and self._listener.pace(delta.queue.completed, self.clock()):
+                        and self._listener.pace(delta.queue.completed, self.clock(), len(delta.queue.engines)):
                     busy = self._listener.running  # stopped or started following: nothing is known running
                     self._busy_before, self._finishing = set(), {}
         if busy is not None:

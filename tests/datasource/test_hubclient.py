@@ -294,3 +294,27 @@ def test_iopub_is_not_followed_while_the_cluster_finishes_tasks_fast() -> None:
         listener.close()
         pub.close(linger=0)
         ctx.term()
+
+
+def test_a_few_engines_stop_being_followed_sooner() -> None:
+    """With few engines the limit is FOLLOW_PER_ENGINE tasks/s each (their tasks last < 0.1 s: too short to be
+    seen running at a 1 s poll); it never exceeds FOLLOW_MAX_RATE, and resuming scales with it."""
+    from datasource.hubclient import FOLLOW_AGAIN_RATE, FOLLOW_MAX_RATE, FOLLOW_PER_ENGINE, IOPubListener, follow_limits
+
+    assert follow_limits(None) == follow_limits(0) == (FOLLOW_MAX_RATE, FOLLOW_AGAIN_RATE)
+    assert follow_limits(2) == (2 * FOLLOW_PER_ENGINE, 2 * FOLLOW_PER_ENGINE * FOLLOW_AGAIN_RATE / FOLLOW_MAX_RATE)
+    assert follow_limits(1_000) == (FOLLOW_MAX_RATE, FOLLOW_AGAIN_RATE)
+
+    import zmq
+
+    conn = ConnectionInfo(interface="tcp://127.0.0.1", ports={"iopub": 9}, key=b"k")  # nothing publishes there
+    listener = IOPubListener(conn, context=zmq.Context.instance())
+    try:
+        listener.pace(0, 0.0, engines=2)
+        assert listener.pace(15, 1.0, engines=2) is False  # 15/s on 2 engines: following
+        assert listener.pace(40, 2.0, engines=2) is True and listener.paused  # 25/s > 20
+        assert listener.pace(55, 3.0, engines=2) is False and listener.paused  # 15/s: not below 10 yet
+        assert listener.pace(60, 4.0, engines=2) is True and not listener.paused  # 5/s
+        assert listener.pace(85, 5.0, engines=64) is False and not listener.paused  # 25/s on 64 engines
+    finally:
+        listener.close()
