@@ -453,10 +453,11 @@ class HubtopApp(App[None]):
             self.refresh_views()
         else:
             self._update_status()
-            now = self.clock()
-            if now - self._last_repaint >= AGE_REPAINT:
-                self._last_repaint = now
-                self._table().refresh()  # "3 min ago" moves on even when no task changed
+        now = self.clock()
+        if now - self._last_repaint >= AGE_REPAINT:
+            # "3 min ago" moves on even when no row changed (a reload that changes nothing shown does not repaint)
+            self._last_repaint = now
+            self._table().refresh()
 
     def _main_visible(self) -> bool:
         """The main screen is shown, alone or under a modal dialog."""

@@ -272,6 +272,11 @@ class TaskTable(ScrollView, can_focus=True):
         self._install(message.request, message.result)
         self.post_message(self.Loaded())
 
+    def _shown(self) -> tuple:
+        """What a repaint of the rows would draw from (the `submitted ... ago` cells aside: see app._tick)."""
+        return (self.where, self.sort, self.descending, self.row_count, self._window_start, self._window,
+                self._window_valid, self.cursor_id, self.cursor_row, int(self.scroll_y), self.size)
+
     def _install(self, request: tuple, result: dict) -> None:
         query, _, _, _, scroll_home, _ = request
         if "error" in result:
@@ -280,6 +285,7 @@ class TaskTable(ScrollView, can_focus=True):
             self.post_message(self.QueryFailed(result["error"]))
             return
         old_row, old_scroll = self.cursor_row, int(self.scroll_y)
+        shown = self._shown()
         same_view = query == (self.where, self.sort, self.descending)
         self.where, self.sort, self.descending = query
         self.row_count = result["count"]
@@ -295,7 +301,10 @@ class TaskTable(ScrollView, can_focus=True):
             self.scroll_to(y=old_scroll + (row - old_row), animate=False, force=True)
         self.cursor_row = row
         self._scroll_cursor_visible()
-        self.refresh()
+        if self._shown() != shown:
+            # A store version that changed nothing on screen (an engine's counts, rows out of view) is not
+            # repainted: while a busy cluster bumps the version every poll that halves the table's renders.
+            self.refresh()
         if self.cursor_id != old_id:
             self.post_message(TaskHighlighted(self.cursor_id))
 
