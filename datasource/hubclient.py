@@ -43,6 +43,7 @@ FOLLOW_AGAIN_RATE = 100.0
 # polled every second to show them running, so a small cluster stops following sooner (2 engines: 20/s; the
 # IOPub it would follow in a burst's first poll interval is the cost). The resume rate scales with it.
 FOLLOW_PER_ENGINE = 10.0
+PACE_SECONDS = 0.5  # the shortest span a rate is measured over: one task in 50 ms is not 20 tasks/s
 
 
 def follow_limits(engines: int | None) -> tuple[float, float]:
@@ -363,8 +364,11 @@ class IOPubListener:
         """Follow IOPub or not, from the Hub's count of finished tasks (summed over its `engines` live
         engines) at monotonic `now` (see the class docstring). True when it stopped or started following:
         `running` was emptied."""
-        last, self._paced = self._paced, (now, completed)
-        if last is None or now <= last[0] or completed < last[1]:  # first call, or an engine left the sum
+        last = self._paced
+        if last is not None and completed >= last[1] and now - last[0] < PACE_SECONDS:
+            return False  # too soon after the last count to tell a rate (a load's last poll, then the first)
+        self._paced = (now, completed)
+        if last is None or completed < last[1]:  # first call, or an engine left the sum
             return False
         self.rate = (completed - last[1]) / (now - last[0])
         stop, resume = follow_limits(engines)

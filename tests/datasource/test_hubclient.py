@@ -311,6 +311,7 @@ def test_a_few_engines_stop_being_followed_sooner() -> None:
     listener = IOPubListener(conn, context=zmq.Context.instance())
     try:
         listener.pace(0, 0.0, engines=2)
+        assert listener.pace(2, 0.05, engines=2) is False and not listener.paused  # 2 tasks in 50 ms: too soon
         assert listener.pace(15, 1.0, engines=2) is False  # 15/s on 2 engines: following
         assert listener.pace(40, 2.0, engines=2) is True and listener.paused  # 25/s > 20
         assert listener.pace(55, 3.0, engines=2) is False and listener.paused  # 15/s: not below 10 yet
