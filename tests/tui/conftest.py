@@ -64,3 +64,21 @@ def make_test_app(clock: FakeClock) -> Callable[..., tuple[HubtopApp, FakeSource
 
 def now() -> datetime:
     return NOW
+
+
+@pytest.fixture
+def painted_lines(monkeypatch) -> Callable[[type], list[int]]:
+    """painted_lines(WidgetClass): from now on, the y of every line that class renders, in order."""
+
+    def count(cls: type) -> list[int]:
+        painted: list[int] = []
+        render_line = cls.render_line
+
+        def counting(self, y: int):
+            painted.append(y)
+            return render_line(self, y)
+
+        monkeypatch.setattr(cls, "render_line", counting)
+        return painted
+
+    return count

@@ -584,7 +584,7 @@ async def test_the_status_line_moving_on_never_relays_out_the_screen(make_test_a
         assert layouts == []
 
 
-async def test_a_poll_that_moves_one_engines_counts_repaints_that_line_only(make_test_app, monkeypatch) -> None:
+async def test_a_poll_that_moves_one_engines_counts_repaints_that_line_only(make_test_app, painted_lines) -> None:
     """A busy cluster changes a few engines' counts every poll: the engine list repaints those lines, not all."""
     app, source = make_test_app(n=300)
     async with app.run_test(size=SIZE) as pilot:
@@ -594,14 +594,7 @@ async def test_a_poll_that_moves_one_engines_counts_repaints_that_line_only(make
         pending = next(r for r in source.records.values() if r.state.is_pending and r.engine_uuid)
         index = next(i for i, row in enumerate(engines.rows) if row.uuid == pending.engine_uuid)
         done_before = engines.rows[index].done
-        painted: list[int] = []
-        render_line = EngineList.render_line
-
-        def counting(self, y: int):
-            painted.append(y)
-            return render_line(self, y)
-
-        monkeypatch.setattr(EngineList, "render_line", counting)
+        painted = painted_lines(EngineList)
         source.records[pending.msg_id] = replace(pending, state=State.SUCCEEDED, started=pending.submitted,
                                                  completed=pending.submitted + timedelta(seconds=1))
         await started(app, pilot)

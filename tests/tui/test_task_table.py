@@ -247,7 +247,7 @@ async def test_a_filter_hiding_the_cursor_task_starts_at_the_top_and_polls_keep_
         assert table.cursor_row == 7 and table.cursor_id != gone  # same view: the same place
 
 
-async def test_a_reload_that_changes_nothing_shown_does_not_repaint(monkeypatch) -> None:
+async def test_a_reload_that_changes_nothing_shown_does_not_repaint(painted_lines) -> None:
     """A busy cluster moves the engines' counts (the store's version) every poll while the visible rows stay:
     the table re-reads them but repaints only when something it draws changed."""
     from datasource.model import Engine
@@ -257,14 +257,7 @@ async def test_a_reload_that_changes_nothing_shown_does_not_repaint(monkeypatch)
     async with app.run_test(size=(120, 20)) as pilot:
         await pilot.pause()
         table = app.query_one(TaskTable)
-        painted: list[int] = []
-        render_line = TaskTable.render_line
-
-        def counting(self, y: int):
-            painted.append(y)
-            return render_line(self, y)
-
-        monkeypatch.setattr(TaskTable, "render_line", counting)
+        painted = painted_lines(TaskTable)
         version = store.version
         store.apply(Delta(engines=[Engine(uuid="e-new", id=99, alive=True, completed=1)]))
         assert store.version > version
