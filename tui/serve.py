@@ -8,6 +8,7 @@ the whole dashboard, resubmit and purge included, unless --read-only.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import ipaddress
 import shlex
@@ -79,6 +80,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     # ("Exception ignored ... KeyboardInterrupt" and a traceback) and the server starts anyway.
     from textual_serve.server import Server
 
+    # The same for the event loop Server.serve() takes (asyncio.get_event_loop): a Ctrl-C inside its
+    # construction leaves a half-made loop whose __del__ prints a traceback.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     if not _is_loopback(args.host) and not read_only:
         print(f"hubtop serve: WARNING: listening on {args.host}: anyone who can reach port {args.port} can "
               "resubmit and purge tasks. Add --read-only, or bind to 127.0.0.1 and use an SSH tunnel.",
