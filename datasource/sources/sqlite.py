@@ -932,21 +932,23 @@ class SQLiteSource:
             t.count = len(t.ids)
 
     def _check_deletions(self, t: _Table, delta: Delta, by_id: dict[str, TaskRecord], count: bool = True) -> None:
+        """Whether rows already read are gone. Rows above the newest one read are not looked at: the Hub may
+        commit new rows between this sync's read of them and this check, and the next sync reads them; taken
+        for a deletion, they cost a read of every msg_id (1M rows: ~2 s and ~200 MB). One statement, so one
+        snapshot: counting rows up to the newest one read directly would walk the table (~0.35 s at 1M)."""
         con = self._connection()
-        if count:
-            count, top = self._retry(lambda: con.execute(f"SELECT count(*), max(rowid) FROM {_q(t.name)}").fetchone())
-        else:
-            count, top = len(t.ids), self._retry(lambda: con.execute(f"SELECT max(rowid) FROM {_q(t.name)}").fetchone())[0]
-        top = top or 0
-        top_id = None
-        if top:
-            row = self._retry(lambda: con.execute(
-                f"SELECT msg_id FROM {_q(t.name)} WHERE rowid = ?", (top,)).fetchall())
-            top_id = row[0][0] if row else None
-        if count == len(t.ids) and top == t.max_rowid and top_id == t.top_msg_id:
+        q = _q(t.name)
+        total, above, upto_id = self._retry(lambda: con.execute(
+            f"SELECT {'(SELECT count(*) FROM ' + q + ')' if count else 'NULL'}, "
+            f"(SELECT count(*) FROM {q} WHERE rowid > ?1), (SELECT msg_id FROM {q} WHERE rowid = ?1)",
+            (t.max_rowid,)).fetchone())
+        known = len(t.ids) if total is None else total - above
+        if known == len(t.ids) and upto_id == t.top_msg_id:
             t.suspect = False
             return
-        present = {r[0] for r in self._retry(lambda: con.execute(f"SELECT msg_id FROM {_q(t.name)}").fetchall())}
+        top, top_id = self._retry(lambda: con.execute(
+            f"SELECT rowid, msg_id FROM {q} ORDER BY rowid DESC LIMIT 1").fetchone()) or (0, None)
+        present = {r[0] for r in self._retry(lambda: con.execute(f"SELECT msg_id FROM {q}").fetchall())}
         vanished = t.ids - present
         appeared = {m for m in present if m not in t.ids}
         if vanished:
