@@ -196,3 +196,27 @@ def test_label_forms() -> None:
                                      (999_499, "999k"), (999_500, "1M"), (1_234_567, "1.23M"), (5_000_000_000, "5G")])
 def test_compact_count(n, text) -> None:
     assert compact_count(n) == text
+
+
+async def test_a_count_gaining_a_digit_moves_the_underline_at_once(make_test_app, monkeypatch) -> None:
+    """The underline jumps with the active tab when a tab before it widens: Tabs' 0.3 s slide, meant for a
+    change of tab, repainted the whole screen ~20 times at each count that gained or lost a digit."""
+    from textual.widgets._tabs import Underline
+
+    app, _ = make_test_app(source=knows_running(300))
+    async with app.run_test(size=(160, 45)) as pilot:
+        await started(app, pilot)
+        await settled(app, pilot)
+        await show(app, pilot, BIG)
+        await pilot.press("3")
+        await settled(app, pilot)
+        slides = []
+        monkeypatch.setattr(Underline, "animate", lambda self, attribute, *a, **k: slides.append(attribute))
+        await show(app, pilot, {**BIG, "queued": 12_345})  # the first tab widens: the active one moves right
+        await pilot.pause(0.1)
+        assert slides == []
+        underline = tabs_of(app).query_one(Underline)
+        active = tabs_of(app).active_tab
+        span = active.virtual_region.shrink(active.styles.gutter).column_span
+        assert (underline.highlight_start, underline.highlight_end) == span
+        assert shown(app)[:3] == ["1 Queued 12,345", "2 Running 2", "3 Succeeded 70,123"]

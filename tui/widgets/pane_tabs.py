@@ -159,6 +159,7 @@ class PaneTabs(Tabs, can_focus=False):
     def _relabel(self) -> None:
         self.form, texts = self._fit()
         bold_key = self.form in BOLD_KEY_FORMS
+        resized = False
         for tab_id, text in texts.items():
             old = self._shown.get(tab_id)
             if old == (text, bold_key):
@@ -169,11 +170,16 @@ class PaneTabs(Tabs, can_focus=False):
             self._shown[tab_id] = (text, bold_key)
             key, _, rest = text.partition(" ")
             label = Content.assemble((key, "bold"), " ", rest) if bold_key else Content(text)
+            # Setting `label` would post Relabelled, on which Tabs slides the underline for 0.3 s: ~20 repaints
+            # of the whole screen (~60 ms of CPU) each time a count gains or loses a digit, which a busy
+            # cluster's Pending count does every few seconds. Textual 8.2's Tab keeps its label in `_label`.
+            tab._label = label
             if old is not None and cell_len(old[0]) == cell_len(text):
-                # Same width (a count moved within its digits, every poll of a busy cluster): repaint the
-                # tab alone. Setting `label` (Tab.update) re-lays out the whole screen (Static.update's default), a
-                # reflow + full repaint per poll. Textual 8.2's Tab keeps its label in `_label`.
-                tab._label = label
-                Static.update(tab, label, layout=False)  # no Relabelled: the underline stays put
+                # Same width (a count moved within its digits, every poll of a busy cluster): repaint the tab
+                # alone; a layout (Static.update's default) would reflow and repaint the screen.
+                Static.update(tab, label, layout=False)
             else:
-                tab.label = label
+                Static.update(tab, label)
+                resized = True
+        if resized:
+            self._highlight_active(animate=False)  # the active tab may have moved: the underline follows at once
