@@ -269,3 +269,28 @@ async def test_a_reload_that_changes_nothing_shown_does_not_repaint(painted_line
         table.reload()
         await pilot.pause()
         assert painted and table.row_count == 51
+
+
+async def test_ages_repaint_only_when_one_reads_differently(painted_lines) -> None:
+    """Every AGE_REPAINT the app asks the table to repaint its "N min ago" cells: a table of rows whose ages
+    read the same as on screen repaints nothing (an hour-old history, or days old, most of the time)."""
+    store, _ = loaded_store(50)
+    app = TableApp(store)
+    async with app.run_test(size=(120, 20)) as pilot:
+        await pilot.pause()
+        table = app.query_one(TaskTable)
+        clock = [NOW]
+        table.now = lambda: clock[0]
+        table.repaint_ages()
+        await pilot.pause()
+        painted = painted_lines(TaskTable)
+        shown = [r.submitted for r in table.visible_records()]
+        clock[0] = NOW + timedelta(seconds=1)
+        assert [fmt.ago(t, NOW) for t in shown] == [fmt.ago(t, clock[0]) for t in shown]
+        assert table.repaint_ages() is False
+        await pilot.pause()
+        assert painted == []
+        clock[0] = NOW + timedelta(hours=1)  # "59 min ago" -> "1 h ago"
+        assert table.repaint_ages() is True
+        await pilot.pause()
+        assert painted and "1 h ago" in line_text(table, 1)

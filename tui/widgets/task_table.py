@@ -181,6 +181,7 @@ class TaskTable(ScrollView, can_focus=True):
         self._widths: list[int] = [c.width for c in COLUMNS]
         self._base_style: Style | None = None
         self.fetches = 0  # pages read from the store (tests check that it stays small)
+        self._ages: tuple[tuple[str, str], ...] = ()  # (msg_id, "N min ago") of the rows repaint_ages() saw
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -349,6 +350,17 @@ class TaskTable(ScrollView, can_focus=True):
         """Rows [start, stop) of `total` rows in (sort, descending) order, read as the reverse order's tail."""
         rows = self.store.page(where, sort=sort, descending=not descending, offset=total - stop, limit=stop - start)
         return rows[::-1]
+
+    def repaint_ages(self) -> bool:
+        """Repaint if a visible "N min ago" cell reads differently now (time moves on with no row changing);
+        True if it did. Rows days old, or a few minutes old between two minute marks, repaint nothing."""
+        now = self.now()
+        ages = tuple((r.msg_id, fmt.ago(r.submitted, now)) for r in self.visible_records())
+        if ages == self._ages:
+            return False
+        self._ages = ages
+        self.refresh()
+        return True
 
     def visible_records(self) -> list[TaskRecord]:
         top = int(self.scroll_y)
