@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TextIO
 
 from .model import TaskRecord, to_epoch
-from .store import COLUMNS, SORT_COLUMNS, Filter, TaskStore, combine
+from .store import COLUMNS, SORT_COLUMNS, Filter, TaskStore, combine, tiebreak
 
 __all__ = ["export_view", "iter_view", "record_row", "record_values", "FIELDS", "DEFAULT_FIELDS", "FORMATS", "ExportError"]
 
@@ -88,29 +88,32 @@ def iter_view(
 ) -> Iterator[TaskRecord]:
     """The filtered view in the store's order (NULLs last), one page in memory at a time.
 
-    Two passes, each a keyset walk the store's (column, msg_id) indexes serve: rows with a value,
-    then rows without one (by msg_id).
+    Two passes, each a keyset walk the store's (column) indexes serve: rows with a value, then rows without
+    one (by the store's tiebreak).
     """
     if sort not in SORT_COLUMNS:
         raise ExportError(f"cannot sort by {sort!r}; sort columns are: {', '.join(SORT_COLUMNS)}")
     op = "<" if descending else ">"
+    tie = tiebreak(sort)
     left = limit
     for has_value in (True, False):
         base = combine(where, (f"{sort} IS NOT NULL" if has_value else f"{sort} IS NULL", ()))
         after: Filter | None = None
         while left is None or left > 0:
             size = page if left is None else min(page, left)
-            rows = store.page(combine(base, after), sort=sort, descending=descending, limit=size)
-            yield from rows
+            rows = store.keyed_page(combine(base, after), sort=sort, descending=descending, limit=size)
+            yield from (record for _, record in rows)
             if left is not None:
                 left -= len(rows)
             if len(rows) < size:
                 break
-            last = rows[-1]
-            if has_value:
-                after = (f"({sort}, msg_id) {op} (?, ?)", (_sort_value(last, sort), last.msg_id))
-            else:
+            key, last = rows[-1]
+            if sort == "msg_id":
                 after = (f"msg_id {op} ?", (last.msg_id,))
+            elif has_value:
+                after = (f"({sort}, {tie}) {op} (?, ?)", (_sort_value(last, sort), key))
+            else:
+                after = (f"{tie} {op} ?", (key,))
 
 
 @contextmanager

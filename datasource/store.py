@@ -35,6 +35,7 @@ __all__ = [
     "ids_filter",
     "combine",
     "failure_signature",
+    "tiebreak",
 ]
 
 Filter = tuple[str, Sequence[object]]  # an SQL boolean expression over the `tasks` columns, with ? parameters
@@ -115,33 +116,36 @@ CREATE TABLE tasks (
     signature TEXT,
     gen INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX tasks_submitted ON tasks (submitted, msg_id);
-CREATE INDEX tasks_state_submitted ON tasks (state, submitted, msg_id);
-CREATE INDEX tasks_engine_id ON tasks (engine_id, msg_id);
--- a pane sorted by a column: (state, column, msg_id) serves the first page and the cursor's position
--- without sorting the pane (1M tasks: 0.1-0.5 s per keystroke otherwise)
+CREATE INDEX tasks_submitted ON tasks (submitted);
+CREATE INDEX tasks_state_submitted ON tasks (state, submitted);
+CREATE INDEX tasks_engine_id ON tasks (engine_id);
+-- a pane sorted by a column: (state, column) serves the first page and the cursor's position without sorting
+-- the pane (1M tasks: 0.1-0.5 s per keystroke otherwise). Ties go by rowid, the last column of every index:
+-- with msg_id (~45 bytes) in each of them the store was twice as large, and each write slower (tiebreak).
 CREATE INDEX tasks_state_id ON tasks (state, msg_id);
-CREATE INDEX tasks_state_engine_id ON tasks (state, engine_id, msg_id);
-CREATE INDEX tasks_state_label ON tasks (state, label, msg_id);
-CREATE INDEX tasks_state_duration ON tasks (state, duration, msg_id);
-CREATE INDEX tasks_state_ename ON tasks (state, ename, msg_id);
+CREATE INDEX tasks_state_engine_id ON tasks (state, engine_id);
+CREATE INDEX tasks_state_label ON tasks (state, label);
+CREATE INDEX tasks_state_duration ON tasks (state, duration);
+CREATE INDEX tasks_state_ename ON tasks (state, ename);
 -- the Resubmitted pane (a few % of the tasks) sorted by a table column: small partial indexes
 CREATE INDEX tasks_resub_id ON tasks (msg_id) WHERE resubmitted IS NOT NULL;
 CREATE INDEX tasks_resub_state ON tasks (state, msg_id) WHERE resubmitted IS NOT NULL;
-CREATE INDEX tasks_resub_engine_id ON tasks (engine_id, msg_id) WHERE resubmitted IS NOT NULL;
-CREATE INDEX tasks_resub_label ON tasks (label, msg_id) WHERE resubmitted IS NOT NULL;
-CREATE INDEX tasks_resub_submitted ON tasks (submitted, msg_id) WHERE resubmitted IS NOT NULL;
-CREATE INDEX tasks_resub_duration ON tasks (duration, msg_id) WHERE resubmitted IS NOT NULL;
-CREATE INDEX tasks_resub_ename ON tasks (ename, msg_id) WHERE resubmitted IS NOT NULL;
-CREATE INDEX tasks_label ON tasks (label, msg_id);
-CREATE INDEX tasks_duration ON tasks (duration, msg_id);
-CREATE INDEX tasks_ename ON tasks (ename, msg_id);
+CREATE INDEX tasks_resub_engine_id ON tasks (engine_id) WHERE resubmitted IS NOT NULL;
+CREATE INDEX tasks_resub_label ON tasks (label) WHERE resubmitted IS NOT NULL;
+CREATE INDEX tasks_resub_submitted ON tasks (submitted) WHERE resubmitted IS NOT NULL;
+CREATE INDEX tasks_resub_duration ON tasks (duration) WHERE resubmitted IS NOT NULL;
+CREATE INDEX tasks_resub_ename ON tasks (ename) WHERE resubmitted IS NOT NULL;
+CREATE INDEX tasks_label ON tasks (label);
+CREATE INDEX tasks_duration ON tasks (duration);
+CREATE INDEX tasks_ename ON tasks (ename);
 CREATE INDEX tasks_engine ON tasks (engine_uuid, state);
 -- the counts of an `x = value` filter (engine:3, label:..., ename:...) from the index alone, already in
--- GROUP BY order (1M tasks: 130 ms -> 8 ms per filter, no row lookups)
-CREATE INDEX tasks_count_engine_id ON tasks (engine_id, engine_uuid, state, resubmitted);
+-- GROUP BY order (1M tasks: 130 ms -> 8 ms per filter, no row lookups). `x = ?` implies `x IS NOT NULL`, so
+-- the planner takes the partial ones: a task has no engine while pending and no ename unless it failed, and
+-- a row a burst inserts pending and updates done a second later then writes one entry instead of three.
+CREATE INDEX tasks_count_engine_id ON tasks (engine_id, engine_uuid, state, resubmitted) WHERE engine_id IS NOT NULL;
 CREATE INDEX tasks_count_label ON tasks (label, engine_uuid, state, resubmitted);
-CREATE INDEX tasks_count_ename ON tasks (ename, engine_uuid, state, resubmitted);
+CREATE INDEX tasks_count_ename ON tasks (ename, engine_uuid, state, resubmitted) WHERE ename IS NOT NULL;
 CREATE INDEX tasks_completed ON tasks (completed);
 CREATE INDEX tasks_resubmitted ON tasks (resubmitted) WHERE resubmitted IS NOT NULL;
 CREATE INDEX tasks_signature ON tasks (signature) WHERE signature IS NOT NULL;
@@ -185,6 +189,13 @@ _WORDS = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 _STATE_ONLY_WORDS = {"state", "in", "and", "or", "not", "is", "null"}
 
 
+def tiebreak(sort: str) -> str:
+    """What orders the rows of a view that have the same `sort` value (a sort key of its own for page()): the
+    rowid (the store's insertion order), which every index ends with. Sorted by state, msg_id: the
+    (state, msg_id) index serves both the All pane sorted by state and a state pane sorted by id."""
+    return "msg_id" if sort in ("state", "msg_id") else "rowid"
+
+
 def _state_only(sql: str) -> bool:
     """Whether a filter reads nothing but `state` (`state:failed`, a pane): the aggregate can answer it."""
     return "'" not in sql and '"' not in sql and all(w.lower() in _STATE_ONLY_WORDS for w in _WORDS.findall(sql))
@@ -207,7 +218,7 @@ _UPSERT = (
     + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:] + ("signature", "gen"))
 )
 
-_NOT_NULL = {"msg_id", "state"}
+_NOT_NULL = {"msg_id", "state", "rowid"}
 _WRITTEN = COLUMNS + ("signature", "gen")  # the columns of _UPSERT, in TaskStore._row's order
 _COMPARED = tuple(range(1, len(COLUMNS) + 1))  # a known row's columns a poll may change (not msg_id, gen)
 
@@ -625,17 +636,18 @@ class TaskStore:
         return sorted(engines, key=lambda e: (not e.alive, e.id if e.id is not None else 1 << 30, e.uuid))
 
     def _order(self, sort: str, descending: bool) -> str:
-        if sort not in SORT_COLUMNS:
+        if sort not in SORT_COLUMNS and sort != "rowid":
             raise ValueError(f"cannot sort by {sort!r}")
-        # NULLs last in either direction; msg_id breaks ties so paging is stable. No `x IS NULL` prefix:
-        # it defeats the (x, msg_id) indexes and turns every page into a full sort (0.1 s at 100k rows).
-        # SQLite sorts NULLs first, so DESC already puts them last. `NULLS LAST` on a column that is never
-        # NULL would only hide the (x, msg_id) indexes from the planner (a filtered view sorted by state:
-        # 60-130 ms of sorting instead of 1 ms at 1M tasks).
+        # NULLs last in either direction; a tiebreak keeps paging stable. No `x IS NULL` prefix: it defeats
+        # the (x) indexes and turns every page into a full sort (0.1 s at 100k rows). SQLite sorts NULLs
+        # first, so DESC already puts them last. `NULLS LAST` on a column that is never NULL would only hide
+        # the (x) indexes from the planner (a filtered view sorted by state: 60-130 ms of sorting instead of
+        # 1 ms at 1M tasks).
+        tie = "" if sort in ("msg_id", "rowid") else f", {tiebreak(sort)}"  # unique: a repeat costs a sort step
         if descending:
-            return f"{sort} DESC, msg_id DESC"
+            return f"{sort} DESC{tie} DESC" if tie else f"{sort} DESC"
         nulls = "" if sort in _NOT_NULL else " NULLS LAST"
-        return f"{sort} ASC{nulls}, msg_id ASC"
+        return f"{sort} ASC{nulls}{tie} ASC" if tie else f"{sort} ASC{nulls}"
 
     def _narrow(self, where: Filter) -> Filter:
         """A pane over several states (Pending: pending, queued, running) without tasks in some of them
@@ -663,12 +675,27 @@ class TaskStore:
         offset: int = 0,
         limit: int = 50,
     ) -> list[TaskRecord]:
+        return [record for _, record in self.keyed_page(where, sort=sort, descending=descending, offset=offset,
+                                                        limit=limit)]
+
+    def keyed_page(
+        self,
+        where: Filter | None = None,
+        *,
+        sort: str = "submitted",
+        descending: bool = True,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> list[tuple[object, TaskRecord]]:
+        """page(), each record with its tiebreak(sort) value: a keyset walk goes on after the last one with
+        `(sort, tiebreak) < (value, key)` (or `>`), whatever the poller wrote meanwhile."""
         sql, params = self._narrow(combine(where))
         rows = self._query(
-            f"SELECT {_SELECT} FROM tasks WHERE {sql} ORDER BY {self._order(sort, descending)} LIMIT ? OFFSET ?",
+            f"SELECT {tiebreak(sort)}, {_SELECT} FROM tasks WHERE {sql} ORDER BY {self._order(sort, descending)} "
+            "LIMIT ? OFFSET ?",
             [*params, max(0, limit), max(0, offset)],
         )
-        return [_row_to_record(r) for r in rows]
+        return [(r[0], _row_to_record(r[1:])) for r in rows]
 
     def position(
         self,
@@ -683,17 +710,18 @@ class TaskStore:
 
         Counting the rows before it walks an index range as long as its depth (~75 ms at row 1M). `within`
         bounds that walk: a task deeper than `within` rows answers None, like one outside the view."""
+        tie = tiebreak(sort)
         sql, params = combine(where, ("msg_id = ?", (msg_id,)))
-        row = self._query(f"SELECT {sort} FROM tasks WHERE {sql}", params)
+        row = self._query(f"SELECT {sort}, {tie} FROM tasks WHERE {sql}", params)
         if not row:
             return None
-        value = row[0][0]
+        value, tied = row[0]
         op = ">" if descending else "<"
         # two index range counts (an OR of both would make SQLite scan the whole view)
         if value is None:  # NULLs come last either way
-            before = [(f"{sort} IS NOT NULL", ()), (f"{sort} IS NULL AND msg_id {op} ?", (msg_id,))]
+            before = [(f"{sort} IS NOT NULL", ()), (f"{sort} IS NULL AND {tie} {op} ?", (tied,))]
         else:
-            before = [(f"{sort} {op} ?", (value,)), (f"{sort} = ? AND msg_id {op} ?", (value, msg_id))]
+            before = [(f"{sort} {op} ?", (value,)), (f"{sort} = ? AND {tie} {op} ?", (value, tied))]
         if within is None:
             return sum(self.count(combine(where, b)) for b in before)
         total = 0
@@ -732,7 +760,7 @@ class TaskStore:
         sql, params = combine(where)
         tail = " LIMIT ?" if limit is not None else ""
         rows = self._query(
-            f"SELECT msg_id FROM tasks WHERE {sql} ORDER BY submitted, msg_id{tail}",
+            f"SELECT msg_id FROM tasks WHERE {sql} ORDER BY submitted, rowid{tail}",
             [*params, limit] if limit is not None else params,
         )
         return [r[0] for r in rows]

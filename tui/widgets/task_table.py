@@ -27,7 +27,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from datasource.model import TaskRecord
-from datasource.store import Filter, TaskStore, combine
+from datasource.store import Filter, TaskStore, combine, tiebreak
 
 from .. import format as fmt
 from ..messages import SortRequested, TaskChosen, TaskHighlighted
@@ -327,8 +327,8 @@ class TaskTable(ScrollView, can_focus=True):
     def _fetch(self, start: int, limit: int) -> list[TaskRecord]:
         """Rows [start, start+limit) of the view. Deep in a big view (`end` at a million rows) SQLite's
         OFFSET walks every row before `start`, so read from the far end in the mirrored order instead:
-        the non-NULL values (sort reversed, msg_id reversed), then the NULLs, which sort last both ways
-        and among themselves by msg_id."""
+        the non-NULL values (sort reversed, tiebreak reversed), then the NULLs, which sort last both ways
+        and among themselves by the store's tiebreak."""
         where, sort, descending = self.where, self.sort, self.descending
         n = self.row_count
         if start <= 5_000 or n - start - limit >= start:
@@ -343,7 +343,7 @@ class TaskTable(ScrollView, can_focus=True):
         first, last = max(start, filled), min(start + limit, n)
         if first < last:
             part = combine(where, (f"{sort} IS NULL", ()))
-            rows += self._mirrored(part, "msg_id", descending, nulls, first - filled, last - filled)
+            rows += self._mirrored(part, tiebreak(sort), descending, nulls, first - filled, last - filled)
         return rows
 
     def _mirrored(self, where: Filter, sort: str, descending: bool, total: int, start: int, stop: int) -> list[TaskRecord]:
