@@ -101,7 +101,7 @@ def iter_view(
         after: Filter | None = None
         while left is None or left > 0:
             size = page if left is None else min(page, left)
-            rows = store.keyed_page(combine(base, after), sort=sort, descending=descending, limit=size)
+            rows = store.keyed_page(combine(base, after), sort, descending, limit=size)
             yield from (record for _, record in rows)
             if left is not None:
                 left -= len(rows)

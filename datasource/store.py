@@ -675,18 +675,10 @@ class TaskStore:
         offset: int = 0,
         limit: int = 50,
     ) -> list[TaskRecord]:
-        return [record for _, record in self.keyed_page(where, sort=sort, descending=descending, offset=offset,
-                                                        limit=limit)]
+        return [record for _, record in self.keyed_page(where, sort, descending, offset=offset, limit=limit)]
 
-    def keyed_page(
-        self,
-        where: Filter | None = None,
-        *,
-        sort: str = "submitted",
-        descending: bool = True,
-        offset: int = 0,
-        limit: int = 50,
-    ) -> list[tuple[object, TaskRecord]]:
+    def keyed_page(self, where: Filter | None, sort: str, descending: bool, *, offset: int = 0,
+                   limit: int = 50) -> list[tuple[object, TaskRecord]]:
         """page(), each record with its tiebreak(sort) value: a keyset walk goes on after the last one with
         `(sort, tiebreak) < (value, key)` (or `>`), whatever the poller wrote meanwhile."""
         sql, params = self._narrow(combine(where))
