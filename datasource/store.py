@@ -643,11 +643,11 @@ class TaskStore:
         # first, so DESC already puts them last. `NULLS LAST` on a column that is never NULL would only hide
         # the (x) indexes from the planner (a filtered view sorted by state: 60-130 ms of sorting instead of
         # 1 ms at 1M tasks).
-        tie = "" if sort in ("msg_id", "rowid") else f", {tiebreak(sort)}"  # unique: a repeat costs a sort step
-        if descending:
-            return f"{sort} DESC{tie} DESC" if tie else f"{sort} DESC"
-        nulls = "" if sort in _NOT_NULL else " NULLS LAST"
-        return f"{sort} ASC{nulls}{tie} ASC" if tie else f"{sort} ASC{nulls}"
+        direction = "DESC" if descending else "ASC"
+        nulls = "" if descending or sort in _NOT_NULL else " NULLS LAST"
+        if sort in ("msg_id", "rowid"):  # unique: a tiebreak would cost a sort step
+            return f"{sort} {direction}{nulls}"
+        return f"{sort} {direction}{nulls}, {tiebreak(sort)} {direction}"
 
     def _narrow(self, where: Filter) -> Filter:
         """A pane over several states (Pending: pending, queued, running) without tasks in some of them
