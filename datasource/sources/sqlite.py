@@ -938,12 +938,10 @@ class SQLiteSource:
         snapshot: counting rows up to the newest one read directly would walk the table (~0.35 s at 1M)."""
         con = self._connection()
         q = _q(t.name)
-        total, above, upto_id = self._retry(lambda: con.execute(
-            f"SELECT {'(SELECT count(*) FROM ' + q + ')' if count else 'NULL'}, "
-            f"(SELECT count(*) FROM {q} WHERE rowid > ?1), (SELECT msg_id FROM {q} WHERE rowid = ?1)",
-            (t.max_rowid,)).fetchone())
-        known = len(t.ids) if total is None else total - above
-        if known == len(t.ids) and upto_id == t.top_msg_id:
+        upto = f"(SELECT count(*) FROM {q}) - (SELECT count(*) FROM {q} WHERE rowid > ?1)" if count else "NULL"
+        known, upto_id = self._retry(lambda: con.execute(
+            f"SELECT {upto}, (SELECT msg_id FROM {q} WHERE rowid = ?1)", (t.max_rowid,)).fetchone())
+        if (known is None or known == len(t.ids)) and upto_id == t.top_msg_id:
             t.suspect = False
             return
         top, top_id = self._retry(lambda: con.execute(
