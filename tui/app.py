@@ -525,10 +525,12 @@ class HubtopApp(App[None]):
         self._agg_pending = None
         if message.counts is None or not self._main_ready():
             return
+        same_filter = self._agg_key is not None and self._agg_key[1:] == message.key[1:]
         self._agg_key = message.key
         self._counts = message.counts
         with self.batch_update():
-            self._tabs().set_counts(message.counts)
+            # live counts of the same filter keep the tabs' widths; another filter's counts lay the bar out anew
+            self._tabs().set_counts(message.counts, hold=same_filter)
             self._engine_list().update_rows(self._query_filter, knows_running=self._caps.knows_running,
                                             counts=message.engine_counts)
             self._update_status()

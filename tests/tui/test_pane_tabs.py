@@ -13,7 +13,7 @@ from fakes import FakeSource, make_record
 
 from datasource.model import State
 from datasource.sources.base import Capabilities
-from tui.widgets.pane_tabs import PANE_TITLES, PaneTabs, compact_count, panes_for, tab_text
+from tui.widgets.pane_tabs import HOLD_SECONDS, PANE_TITLES, PaneTabs, compact_count, panes_for, tab_text
 
 from .test_app import count_layouts, settled, started
 
@@ -220,3 +220,72 @@ async def test_a_count_gaining_a_digit_moves_the_underline_at_once(make_test_app
         span = active.virtual_region.shrink(active.styles.gutter).column_span
         assert (underline.highlight_start, underline.highlight_end) == span
         assert shown(app)[:3] == ["1 Queued 12,345", "2 Running 2", "3 Succeeded 70,123"]
+
+
+async def test_a_count_losing_digits_keeps_its_tab_width_until_the_hold_ends(make_test_app, monkeypatch) -> None:
+    """A draining queue crosses a digit boundary every few polls, and each change of a tab's width re-lays out
+    and repaints the whole screen: a narrowed tab keeps its width until HOLD_SECONDS after the last widening."""
+    app, _ = make_test_app(source=knows_running(300))
+    async with app.run_test(size=(160, 45)) as pilot:
+        await started(app, pilot)
+        await settled(app, pilot)
+        tabs = tabs_of(app)
+        now = [1_000.0]
+        tabs.clock = lambda: now[0]
+        await show(app, pilot, {**BIG, "queued": 2_000})
+        queued = tabs.get_tab("pane-queued")
+        wide = queued.region.width
+        assert wide == len("1 Queued 2,000") + 2
+        layouts = count_layouts(monkeypatch)
+        for n in (1_650, 980, 35, 0):
+            await show(app, pilot, {**BIG, "queued": n})
+            assert shown(app)[0] == f"1 Queued {n:,}"
+            assert queued.region.width == wide
+        assert layouts == []
+        now[0] += HOLD_SECONDS - 1
+        tabs._release_when_due()
+        await pilot.pause()
+        assert layouts == [] and queued.region.width == wide
+        now[0] += 1
+        tabs._release_when_due()
+        await pilot.pause()
+        await pilot.pause()
+        assert "Tab" in layouts
+        assert queued.region.width == len("1 Queued 0") + 2
+        assert shown(app) == [tab_text(i, pane, {**BIG, "queued": 0}[pane]) for i, pane in enumerate(app.panes)]
+
+
+async def test_held_widths_that_no_longer_fit_the_bar_are_let_go(make_test_app) -> None:
+    app, _ = make_test_app(source=knows_running(300))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(app, pilot)
+        await settled(app, pilot)
+        tabs = tabs_of(app)
+        first = {**BIG, "queued": 1_234_567}
+        await show(app, pilot, first)
+        form = tabs.form
+        # the wide count moves to another tab: the texts fit in the same form, the old width held beside them not
+        second = {**BIG, "queued": 12, "aborted": 1_234_567, "resubmitted": 1_234_567, "all": 10_234_567}
+        await show(app, pilot, second)
+        assert tabs.form == form
+        assert_every_key_and_count(shown(app), app.panes, second)
+        assert all(tabs.region.contains_region(tab.region) for tab in tabs.query("Tab"))
+        assert tabs.get_tab("pane-queued").region.width == len(shown(app)[0]) + 2
+
+
+async def test_counts_of_another_filter_let_go_of_the_held_widths(make_test_app) -> None:
+    app, _ = make_test_app(source=knows_running(300))
+    async with app.run_test(size=(160, 45)) as pilot:
+        await started(app, pilot)
+        await settled(app, pilot)
+        tabs = tabs_of(app)
+        await show(app, pilot, {**BIG, "queued": 2_000})
+        await show(app, pilot, {**BIG, "queued": 0})
+        assert tabs.get_tab("pane-queued").region.width == len("1 Queued 2,000") + 2  # held
+        await pilot.press("e", "down", "space", "e")  # select an engine: its counts, laid out anew
+        await settled(app, pilot)
+        await pilot.pause()
+        assert app._engine_list().selected
+        labels = shown(app)
+        assert_every_key_and_count(labels, app.panes, app._counts)
+        assert [tab.region.width for tab in tabs.query("Tab")] == [len(label) + 2 for label in labels]

@@ -3,9 +3,16 @@
 Every tab keeps its digit key and its count on screen: when the full labels do not fit the bar's width, the
 labels take the first shorter form that does (see FORMS), recomputed on resize, when counts change and, for
 the form that titles only the active tab, when the active tab changes.
+
+A tab whose count loses a digit keeps its width (a minimum width) for HOLD_SECONDS after the bar last widened:
+each change of a tab's width re-lays out and repaints the screen, and a busy cluster's counts cross digit
+boundaries every few seconds (a queue of 2,000 draining to 0 crosses three in as many polls).
 """
 
 from __future__ import annotations
+
+import time
+from typing import Callable
 
 from rich.cells import cell_len
 from textual.content import Content
@@ -45,6 +52,7 @@ SHORT_TITLES = {
 #   compact  "3 70.1k"
 FORMS = ("full", "short", "active", "counts", "compact")
 BOLD_KEY_FORMS = {"active", "counts", "compact"}  # a bold digit tells the key from the count beside it
+HOLD_SECONDS = 30.0  # a narrowed tab keeps its width this long after the last widening
 
 
 def panes_for(knows_running: bool) -> list[str]:
@@ -88,11 +96,16 @@ class PaneTabs(Tabs, can_focus=False):
     PaneTabs Tab.-failures.-active { color: $error; text-style: bold; }
     """
 
-    def __init__(self, panes: list[str], *, active: str | None = None, id: str | None = None) -> None:
+    def __init__(self, panes: list[str], *, active: str | None = None, id: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         tabs = [Tab(tab_text(i, pane, None), id=f"pane-{pane}") for i, pane in enumerate(panes)]
         super().__init__(*tabs, active=f"pane-{active}" if active else None, id=id)
         self.panes = panes
         self.form = "full"
+        self.clock = clock
+        self._held: dict[str, int] = {}  # tab id -> the label width (cells) the tab is held at
+        self._widened = 0.0  # clock time of the last widening
+        self._release_timer = None
         self._counts: dict[str, int] = {}
         self._labels: dict[str, str] = {}  # the full label of each counted pane (benchmarks/probe.py reads it)
         # what each tab shows: (text, digit in bold)
@@ -126,9 +139,12 @@ class PaneTabs(Tabs, can_focus=False):
         self._labels.clear()
         self._relabel()  # the kept tabs' digits moved
 
-    def set_counts(self, counts: dict[str, int]) -> None:
+    def set_counts(self, counts: dict[str, int], *, hold: bool = True) -> None:
+        """New counts; `hold=False` (counts of another filter) lets go of the widths the tabs were held at."""
         self._counts = {pane: counts.get(pane, 0) for pane in self.panes}
         self._labels = {pane: self.label_for(i, pane, self._counts[pane]) for i, pane in enumerate(self.panes)}
+        if not hold:
+            self._release()
         self._relabel()
         tab = self.get_tab("pane-failed")
         if tab is not None:
@@ -145,24 +161,65 @@ class PaneTabs(Tabs, can_focus=False):
         return {f"pane-{pane}": tab_text(i, pane, self._counts.get(pane), form, active=self.active == f"pane-{pane}")
                 for i, pane in enumerate(self.panes)}
 
+    def _gutter(self) -> int:
+        tab = self.get_tab(f"pane-{self.panes[-1]}") if self.size.width else None
+        return tab.styles.gutter.width if tab is not None else 2  # Tab's `padding: 0 1`
+
     def _fit(self) -> tuple[str, dict[str, str]]:
         """The widest form whose labels fit the bar (the last one if none does; full before the first layout)."""
         width = self.size.width
-        tab = self.get_tab(f"pane-{self.panes[-1]}") if width else None
-        gutter = tab.styles.gutter.width if tab is not None else 2  # Tab's `padding: 0 1`
+        gutter = self._gutter()
         for form in FORMS:
             texts = self._texts(form)
             if not width or sum(cell_len(t) + gutter for t in texts.values()) <= width:
                 break
         return form, texts
 
+    def _release(self) -> None:
+        """Let every tab take its label's own width again (one re-layout)."""
+        for tab_id in self._held:
+            tab = self.get_tab(tab_id)
+            if tab is not None:
+                tab.styles.min_width = None
+        self._held.clear()
+
+    def _release_when_due(self) -> None:
+        self._release_timer = None
+        due = self._widened + HOLD_SECONDS - self.clock()
+        if due > 0:
+            self._release_timer = self.set_timer(due, self._release_when_due)
+        elif self._held:
+            self._release()
+            self._relabel()
+
+    def _hold(self, texts: dict[str, str], form_changed: bool) -> None:
+        """Widths the tabs keep: the widest label each showed in this form, while all of them fit the bar."""
+        gutter = self._gutter()
+        held = {tab_id: max(cell_len(text), 0 if form_changed else self._held.get(tab_id, 0))
+                for tab_id, text in texts.items()}
+        if form_changed or (self.size.width and sum(w + gutter for w in held.values()) > self.size.width):
+            self._release()
+            held = {tab_id: cell_len(text) for tab_id, text in texts.items()}
+        if any(w > self._held.get(tab_id, 0) for tab_id, w in held.items()):
+            self._widened = self.clock()
+        for tab_id, w in held.items():
+            tab = self.get_tab(tab_id)
+            if tab is not None and self._held.get(tab_id) != w:
+                tab.styles.min_width = w + gutter
+        self._held = held
+        if self._release_timer is None and any(w > cell_len(texts[t]) for t, w in held.items()) and self.is_attached:
+            self._release_timer = self.set_timer(HOLD_SECONDS, self._release_when_due)
+
     def _relabel(self) -> None:
+        old_form = self.form
         self.form, texts = self._fit()
+        widths = dict(self._held)
+        self._hold(texts, self.form != old_form)
         bold_key = self.form in BOLD_KEY_FORMS
         resized = False
         for tab_id, text in texts.items():
             old = self._shown.get(tab_id)
-            if old == (text, bold_key):
+            if old == (text, bold_key) and widths.get(tab_id) == self._held.get(tab_id):
                 continue
             tab = self.get_tab(tab_id)
             if tab is None:
@@ -174,9 +231,10 @@ class PaneTabs(Tabs, can_focus=False):
             # of the whole screen (~60 ms of CPU) each time a count gains or loses a digit, which a busy
             # cluster's Pending count does every few seconds. Textual 8.2's Tab keeps its label in `_label`.
             tab._label = label
-            if old is not None and cell_len(old[0]) == cell_len(text):
-                # Same width (a count moved within its digits, every poll of a busy cluster): repaint the tab
-                # alone; a layout (Static.update's default) would reflow and repaint the screen.
+            if old is not None and widths.get(tab_id) == self._held.get(tab_id):
+                # Same width (a count moved within its digits or under the held width, every poll of a busy
+                # cluster): repaint the tab alone; a layout (Static.update's default) would reflow and repaint
+                # the screen.
                 Static.update(tab, label, layout=False)
             else:
                 Static.update(tab, label)
