@@ -30,8 +30,10 @@ Incremental sync, per call:
   PENDING_SLICE pending rows of the live table per sync (the oldest half, since tasks finish roughly in
   submission order, and a rotating slice of the others); older tables' pending rows one slice per slow
   sync (every `SLOW_EVERY` syncs that follow a change of the file).
-* `resubmitted` set on originals: a `WHERE resubmitted IN (copies)` scan when a Hub-made copy appears,
-  plus a full `resubmitted IS NOT NULL` scan of the live table every slow sync.
+* `resubmitted` set on originals: a `WHERE resubmitted IN (copies)` scan when a Hub-made copy appears
+  (the Hub writes the copy and the pointer in one commit), plus a full `resubmitted IS NOT NULL` scan of the
+  live table at the first slow sync RESUB_SCAN_SECONDS after the previous one (a safety net: ~65 ms per 130k
+  rows, which every slow sync of a busy cluster paid).
 * deletions: `count(*)`, `max(rowid)` and the msg_id at the max rowid of the live table each changed sync
   (older tables every slow sync); on a mismatch one `SELECT msg_id` of that table tells which ids
   vanished (`Delta.removed` + "N records disappeared since the last poll") and which appeared under a
@@ -44,7 +46,8 @@ Incremental sync, per call:
   row (its fingerprint), with no read of the file. A Hub that does not answer is asked again with a backoff
   (paired.py), so the file keeps its pace.
 Limits: without a Hub a change to a pending row is seen within ceil(pending / PENDING_SLICE) changed
-syncs; `resubmitted` set on an already-completed row with no new copy is seen at the next slow sync;
+syncs; `resubmitted` set on an already-completed row with no new copy is seen within RESUB_SCAN_SECONDS
+plus a slow sync;
 the count check and the slow scans are O(rows) (~90 ms and ~1-2 s per 1M rows on a busy 2-core machine):
 above COUNT_EVERY_SYNC rows the live table is counted only at slow syncs, which come every SLOW_EVERY syncs
 per 100k rows (1M rows: a deletion by another client, other than of the newest rows, is seen within ~100
@@ -89,7 +92,8 @@ FIRST_CHUNK = 2_000  # the first SELECT of a load is small: the first page shows
 COUNT_SPAN = 50_000  # rowids per statement of the full-table scans (counting, resubmitted): ~0.05 s each
 PENDING_SLICE = 2_000  # pending rows re-read per sync without a Hub
 ID_CHUNK = 500  # ids per `IN (...)` lookup
-SLOW_EVERY = 10  # syncs between the periodic scans (resubmitted, older tables)
+SLOW_EVERY = 10  # syncs between the periodic scans (older tables, the live table's count)
+RESUB_SCAN_SECONDS = 120.0  # at least this long between full `resubmitted` scans of the live table
 COUNT_EVERY_SYNC = 100_000  # above this many rows the live table is counted only at the slow syncs
 LOCKED_LIMIT = 5  # consecutive locked syncs before SourceUnavailable
 WATCH_SECONDS = 10.0  # how long ids that left the Hub's in-flight set are re-read
@@ -377,6 +381,8 @@ class SQLiteSource:
         self._dirty = False  # the file changed since the last slow scan
         self._rerun: set[str] = set()  # tables that became an earlier run, to re-deliver with `run` set
         self._last_slow = 0
+        self._resub_scanned: float | None = None  # clock time of the last full `resubmitted` scan
+        self.clock = time.monotonic
 
     # -- protocol ----------------------------------------------------------------------------------
 
@@ -901,7 +907,9 @@ class SQLiteSource:
                     self._track_in_flight(hub_ids, t, by_id)
                 else:
                     self._reread_pending(t, by_id)
-                if slow:
+                now = self.clock()
+                if slow and (self._resub_scanned is None or now - self._resub_scanned >= RESUB_SCAN_SECONDS):
+                    self._resub_scanned = now
                     self._scan_resubmitted(t, by_id, None)
                 else:
                     copies = [m for m, r in by_id.items() if r.run is None and r.client
@@ -1063,7 +1071,7 @@ class SQLiteSource:
     def _track_in_flight(self, in_flight: set[str], t: _Table | None, by_id: dict[str, TaskRecord]) -> None:
         """Paired with a Hub: re-read its in-flight ids, the ids that left the in-flight set (until the DB
         shows them done: the Hub commits up to 2 s late) and pending rows it does not list (once seen)."""
-        now = time.monotonic()
+        now = self.clock()
         for m in self._in_flight - in_flight:
             self._watch[m] = now + WATCH_SECONDS
         self._in_flight = set(in_flight)

@@ -288,6 +288,44 @@ def test_incremental_new_completed_resubmitted_deleted_and_new_table(hubdb):
     src.close()
 
 
+def test_the_full_resubmitted_scan_runs_at_most_every_resub_scan_seconds(hubdb):
+    """The full `resubmitted` scan reads every row of the live table (~65 ms per 130k rows): a slow sync runs it
+    only RESUB_SCAN_SECONDS after the last one. A pointer set with no new copy row is seen then."""
+    db, path = hubdb
+    src = SQLiteSource(path)
+    now = [1_000.0]
+    src.clock = lambda: now[0]
+    src.open()
+    first = load(src)
+    scans = []
+    real_scan = src._scan_resubmitted
+    src._scan_resubmitted = lambda t, by_id, copies: (scans.append(copies), real_scan(t, by_id, copies))
+    pend = next(m for m, r in first.items() if r.state is State.PENDING)
+    done = [m for m, r in first.items() if r.state is State.SUCCEEDED and not r.resubmitted]
+
+    def sync_until_slow(tick: int) -> dict:
+        seen = {}
+        for i in range(sqlite_mod.SLOW_EVERY + 1):
+            db.update_record(pend, {"stdout": f"t{tick} {i}"})  # keep the file changing
+            db._db.commit()
+            for d in src.sync():
+                seen.update({r.msg_id: r for r in d.upserts})
+        return seen
+
+    sync_until_slow(0)
+    assert scans == [None]  # the first slow sync scans
+    db.update_record(done[0], {"resubmitted": "someone_else_1"})
+    db._db.commit()
+    now[0] += sqlite_mod.RESUB_SCAN_SECONDS - 1
+    seen = sync_until_slow(1)
+    assert scans == [None] and done[0] not in seen  # a slow sync came, too soon for another full scan
+    now[0] += 1
+    seen = sync_until_slow(2)
+    assert scans == [None, None]
+    assert seen[done[0]].resubmitted == "someone_else_1"
+    src.close()
+
+
 def test_deleted_newest_rows_with_reused_rowid(hubdb):
     """Deleting the newest row lets SQLite reuse its rowid: the source must still see both changes."""
     db, path = hubdb
