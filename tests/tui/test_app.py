@@ -7,12 +7,12 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from fakes import T0, FakeSource, make_record
+from fakes import ENGINE_UUIDS, T0, FakeSource, make_record
 
 from datasource.model import State
 from datasource.store import pane_filter
 from tui.app import failure_summary
-from tui.widgets.engine_list import EngineList
+from tui.widgets.engine_list import NO_ENGINE, EngineList
 from tui.widgets.filter_bar import FilterBar
 from tui.widgets.pane_tabs import PaneTabs
 from tui.widgets.status_bar import StatusBar
@@ -601,6 +601,33 @@ async def test_a_poll_that_moves_one_engines_counts_repaints_that_line_only(make
         await settled(app, pilot)
         assert engines.rows[index].done == done_before + 1
         assert painted and set(painted) == {index + 1 - int(engines.scroll_y)}  # its line, under the header
+
+
+async def test_the_unassigned_row_coming_and_going_does_not_relay_out_the_screen(make_test_app, monkeypatch) -> None:
+    """Tasks without an engine (queued, not yet assigned) come and go with every burst of a busy cluster, and
+    the engine list's row for them with them: while the list fits, that repaints the list, not the screen."""
+    app, source = make_test_app(n=300)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        await settled(app, pilot)
+        engines = app.screen_main().query_one(EngineList)
+        unassigned = [r for r in source.records.values() if r.engine_uuid is None]
+        assert unassigned and engines.rows[-1].uuid is None
+        n = len(engines.rows)
+        layouts = count_layouts(monkeypatch)
+        for rec in unassigned:  # assigned and done: the row goes
+            source.records[rec.msg_id] = replace(rec, state=State.SUCCEEDED, engine_uuid=ENGINE_UUIDS[0], engine_id=0,
+                                                 started=rec.submitted, completed=rec.submitted + timedelta(seconds=1))
+        await started(app, pilot)
+        await settled(app, pilot)
+        assert len(engines.rows) == n - 1 and engines.virtual_size.height == n
+        add_records(source, 300, 2)  # task 301 is queued without an engine: the row is back
+        await started(app, pilot)
+        await settled(app, pilot)
+        assert len(engines.rows) == n and engines.rows[-1].uuid is None and engines.virtual_size.height == n + 1
+        assert "EngineList" not in layouts
+        lines = [strip.text for strip in app.screen._compositor.render_strips()[engines.region.y:engines.region.bottom]]
+        assert any(NO_ENGINE in line for line in lines)  # painted, under the last engine
 
 
 def test_the_status_line_shows_a_fill_under_way() -> None:

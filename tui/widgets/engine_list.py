@@ -16,6 +16,8 @@ from textual.strip import Strip
 from datasource.model import Engine
 from datasource.store import Filter, TaskStore
 
+from .virtual_size import set_virtual_size
+
 __all__ = ["EngineRow", "EngineList"]
 
 NO_ENGINE = "∅"  # label of the pseudo engine holding tasks without one (unassigned, scheduler failures)
@@ -123,7 +125,8 @@ class EngineList(ScrollView, can_focus=True):
                 if before != now:
                     self.refresh_line(i + 1)  # line 0 is the header
             return
-        self.virtual_size = Size(self.size.width, len(rows) + 1)
+        # the unassigned row comes and goes with every burst of a busy cluster: no re-layout while the list fits
+        set_virtual_size(self, Size(self.size.width, len(rows) + 1))
         self.refresh()
 
     def _row(self, uuid: str | None, eid: int | None, alive: bool, per: dict[str, int], queued: int | None) -> EngineRow:

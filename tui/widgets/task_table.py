@@ -31,6 +31,7 @@ from datasource.store import Filter, TaskStore, combine, tiebreak
 
 from .. import format as fmt
 from ..messages import SortRequested, TaskChosen, TaskHighlighted
+from .virtual_size import set_virtual_size
 
 __all__ = ["Column", "COLUMNS", "TaskTable"]
 
@@ -380,19 +381,7 @@ class TaskTable(ScrollView, can_focus=True):
         return scroll <= row < scroll + self._page_height()
 
     def _update_virtual_size(self) -> None:
-        size = Size(self._total_width(), self.row_count + 1)
-        old = self.virtual_size
-        if size == old:
-            return
-        if size.width == old.width and self.show_vertical_scrollbar and min(size.height, old.height) > self.size.height:
-            # Rows came or went and the table scrolls before and after: only the scrollbar changes (its gutter
-            # is reserved). Assigning `virtual_size` re-lays out the whole screen, every poll of a busy
-            # cluster; this updates the scrollbar alone (Widget._scroll_update, Textual 8.2).
-            self.set_reactive(TaskTable.virtual_size, size)
-            self._scroll_update(size)
-            self.refresh()
-            return
-        self.virtual_size = size
+        set_virtual_size(self, Size(self._total_width(), self.row_count + 1))
 
     def _total_width(self) -> int:
         return _GUTTER + sum(self._widths) + _GAP * (len(self._widths) - 1)
