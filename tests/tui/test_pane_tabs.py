@@ -52,6 +52,12 @@ def assert_every_key_and_count(labels: list[str], panes: list[str], counts: dict
         assert label.startswith(f"{i + 1} ") and label.endswith(f" {counts[pane]:,}"), (label, labels)
 
 
+async def ready(app, pilot) -> PaneTabs:
+    await started(app, pilot)
+    await settled(app, pilot)
+    return tabs_of(app)
+
+
 async def show(app, pilot, counts: dict[str, int]) -> None:
     tabs_of(app).set_counts(counts)
     await pilot.pause()
@@ -227,9 +233,7 @@ async def test_a_count_losing_digits_keeps_its_tab_width_until_the_hold_ends(mak
     and repaints the whole screen: a narrowed tab keeps its width until HOLD_SECONDS after the last widening."""
     app, _ = make_test_app(source=knows_running(300))
     async with app.run_test(size=(160, 45)) as pilot:
-        await started(app, pilot)
-        await settled(app, pilot)
-        tabs = tabs_of(app)
+        tabs = await ready(app, pilot)
         now = [1_000.0]
         tabs.clock = lambda: now[0]
         await show(app, pilot, {**BIG, "queued": 2_000})
@@ -258,9 +262,7 @@ async def test_a_count_losing_digits_keeps_its_tab_width_until_the_hold_ends(mak
 async def test_held_widths_that_no_longer_fit_the_bar_are_let_go(make_test_app) -> None:
     app, _ = make_test_app(source=knows_running(300))
     async with app.run_test(size=(80, 24)) as pilot:
-        await started(app, pilot)
-        await settled(app, pilot)
-        tabs = tabs_of(app)
+        tabs = await ready(app, pilot)
         first = {**BIG, "queued": 1_234_567}
         await show(app, pilot, first)
         form = tabs.form
@@ -276,9 +278,7 @@ async def test_held_widths_that_no_longer_fit_the_bar_are_let_go(make_test_app) 
 async def test_counts_of_another_filter_let_go_of_the_held_widths(make_test_app) -> None:
     app, _ = make_test_app(source=knows_running(300))
     async with app.run_test(size=(160, 45)) as pilot:
-        await started(app, pilot)
-        await settled(app, pilot)
-        tabs = tabs_of(app)
+        tabs = await ready(app, pilot)
         await show(app, pilot, {**BIG, "queued": 2_000})
         await show(app, pilot, {**BIG, "queued": 0})
         assert tabs.get_tab("pane-queued").region.width == len("1 Queued 2,000") + 2  # held
