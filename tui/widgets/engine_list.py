@@ -127,7 +127,6 @@ class EngineList(ScrollView, can_focus=True):
             return
         # the unassigned row comes and goes with every burst of a busy cluster: no re-layout while the list fits
         set_virtual_size(self, Size(self.size.width, len(rows) + 1))
-        self.refresh()
 
     def _row(self, uuid: str | None, eid: int | None, alive: bool, per: dict[str, int], queued: int | None) -> EngineRow:
         done = per.get("succeeded", 0) + per.get("failed", 0) + per.get("aborted", 0)

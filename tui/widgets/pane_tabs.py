@@ -96,13 +96,12 @@ class PaneTabs(Tabs, can_focus=False):
     PaneTabs Tab.-failures.-active { color: $error; text-style: bold; }
     """
 
-    def __init__(self, panes: list[str], *, active: str | None = None, id: str | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, panes: list[str], *, active: str | None = None, id: str | None = None) -> None:
         tabs = [Tab(tab_text(i, pane, None), id=f"pane-{pane}") for i, pane in enumerate(panes)]
         super().__init__(*tabs, active=f"pane-{active}" if active else None, id=id)
         self.panes = panes
         self.form = "full"
-        self.clock = clock
+        self.clock: Callable[[], float] = time.monotonic
         self._held: dict[str, int] = {}  # tab id -> the label width (cells) the tab is held at
         self._widened = 0.0  # clock time of the last widening
         self._release_timer = None
