@@ -638,6 +638,33 @@ def test_the_status_line_shows_a_fill_under_way() -> None:
     assert "times" not in StatusBar.render_info(StatusInfo("connected", "connected", 1.0, 0.2, 10)).plain
 
 
+def test_the_status_line_shows_the_age_only_once_the_polling_does_not_explain_it() -> None:
+    from tui.widgets.status_bar import FRESH_SLACK, StatusInfo
+
+    def line(state: str, age: float, interval: float = 1.0) -> str:
+        return StatusBar.render_info(StatusInfo(state, state, interval, age, 10)).plain
+
+    assert "updated" not in line("connected", 0.4) and "updated" not in line("connected", 1.0 + FRESH_SLACK)
+    assert "updated 3 s ago" in line("connected", 3.5)
+    assert "updated" not in line("connected", 11.0, interval=10.0)
+    assert "updated 1 s ago" in line("paused", 1.2)  # frozen on purpose: how old is what is shown
+    assert "stale: updated 1 s ago" in line("retrying", 1.2)
+
+
+async def test_a_tick_that_only_moves_a_fresh_age_does_not_repaint_the_status_line(make_test_app, clock) -> None:
+    app, _ = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        bar = app.screen_main().query_one(StatusBar)
+        before = bar.text
+        updates = []
+        bar.update = lambda *a, **k: updates.append(a)  # type: ignore[method-assign]
+        for _ in range(3):
+            clock.advance(0.9)
+            app._tick()
+        assert updates == [] and bar.text == before
+
+
 async def test_long_lived_objects_are_frozen_after_the_first_load_and_released_at_exit(make_test_app) -> None:
     import gc
 

@@ -1,4 +1,8 @@
-"""The status line, in normal flow above the Footer: connection, poll interval, data age, totals, warnings."""
+"""The status line, in normal flow above the Footer: connection, poll interval, data age, totals, warnings.
+
+The data's age shows only once it is older than the polling explains (FRESH_SLACK past the interval), when
+polling is paused, or while the source does not answer: an age that flips "0 s" / "1 s" every second says
+nothing, and repainted the line once or twice a second while a busy cluster was watched."""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from textual.widgets import Static
 
 from .. import format as fmt
 
-__all__ = ["StatusInfo", "StatusBar"]
+__all__ = ["StatusInfo", "StatusBar", "FRESH_SLACK"]
+
+FRESH_SLACK = 2.0  # seconds past the poll interval before the data's age shows (a poll itself takes time)
 
 _STATE_COLOUR = {
     "connected": "$success",
@@ -55,7 +61,7 @@ class StatusBar(Static):
         self._shown: tuple[StatusInfo, str] | None = None
 
     def show(self, info: StatusInfo) -> None:
-        shown = (replace(info, age=None), fmt.age_seconds(info.age))  # what the line shows, not the age's float
+        shown = (replace(info, age=None), _shown_age(info))  # what the line shows, not the age's float
         if shown == self._shown:
             return  # called at every UI tick: most calls change nothing that shows
         self._shown = shown
@@ -80,11 +86,13 @@ class StatusBar(Static):
             head, _, rest = info.message.partition(" · ")
             detail = rest
         parts: list[Content] = [Content.from_markup(f"[{colour}]●[/] [b]$head[/b]", head=head)]
-        if info.age is not None:
-            if info.state == "retrying":
-                parts.append(Content.from_markup("[$error]stale: updated $age ago[/]", age=fmt.age_seconds(info.age)))
-            else:
-                parts.append(Content.from_markup("[$text-muted]updated $age ago[/]", age=fmt.age_seconds(info.age)))
+        age = _shown_age(info)
+        if age and info.state == "retrying":
+            parts.append(Content.from_markup("[$error]stale: updated $age ago[/]", age=age))
+        elif age and info.state == "paused":
+            parts.append(Content.from_markup("[$text-muted]updated $age ago[/]", age=age))
+        elif age:  # connected, yet older than the polling explains: a slow poll, a lagging source
+            parts.append(Content.from_markup("[$warning]updated $age ago[/]", age=age))
         tasks = f"{fmt.thousands(info.total)} tasks"
         if info.matching is not None:
             tasks = f"{fmt.thousands(info.matching)} of {tasks} match"
@@ -103,3 +111,11 @@ class StatusBar(Static):
         if detail:
             parts.append(Content.from_markup("[$text-muted]$detail[/]", detail=detail))
         return Content(" · ").join(parts)
+
+
+def _shown_age(info: StatusInfo) -> str:
+    """The data's age as the line shows it ("" while fresh: see the module docstring)."""
+    if info.age is None:
+        return ""
+    fresh = info.state not in ("retrying", "paused") and info.age <= info.interval + FRESH_SLACK
+    return "" if fresh else fmt.age_seconds(info.age)
