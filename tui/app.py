@@ -41,7 +41,7 @@ __all__ = ["HubtopApp", "MainScreen", "make_app", "INTERVALS"]
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 UI_TICK = 0.25
 LIVE_FILTER_BUDGET = 0.15  # seconds: filters that apply slower than this wait for enter (no live apply)
-AGE_REPAINT = 5.0  # seconds between looks at the table's "N min ago" cells (repainted when one reads differently)
+AGE_REPAINT = 5.0  # the table's "N min ago" cells are at most this old (repainted when one reads differently)
 FAILURE_TOAST_EVERY = 10.0  # seconds between two "N new failures" toasts (a steady trickle is one toast per period)
 _DEFAULT_DESCENDING = {"submitted", "duration", "started", "completed", "received"}
 _NEW_FAILURE_DETAIL = 5_000  # look at most this many new failures up to group them by exception
@@ -159,7 +159,6 @@ class HubtopApp(App[None]):
         self._failure_names: list[str | None] = []
         self._failure_count = 0
         self._last_failure_toast: float | None = None
-        self._last_repaint = 0.0
         self.notices: list[tuple[str, str]] = []  # (severity, message) of every toast, for tests and logs
         if keymap:
             self.set_keymap(keymap)
@@ -453,11 +452,8 @@ class HubtopApp(App[None]):
             self.refresh_views()
         else:
             self._update_status()
-        now = self.clock()
-        if now - self._last_repaint >= AGE_REPAINT:
-            # "3 min ago" moves on even when no row changed (a reload that changes nothing shown does not repaint)
-            self._last_repaint = now
-            self._table().repaint_ages()
+        # "3 min ago" moves on even when no row changed (a reload that changes nothing shown does not repaint)
+        self._table().repaint_ages(every=AGE_REPAINT)
 
     def _main_visible(self) -> bool:
         """The main screen is shown, alone or under a modal dialog."""

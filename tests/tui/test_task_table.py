@@ -271,6 +271,31 @@ async def test_a_reload_that_changes_nothing_shown_does_not_repaint(painted_line
         assert painted and table.row_count == 51
 
 
+async def test_a_reload_that_repaints_the_rows_puts_off_the_age_repaint(painted_lines) -> None:
+    """Rows a reload repaints show their ages as of then: `repaint_ages(every=...)` waits that long after it,
+    so the table of a busy cluster (repainted at its polls) is not painted once more for its ages."""
+    store, _ = loaded_store(50)
+    app = TableApp(store)
+    async with app.run_test(size=(120, 20)) as pilot:
+        await pilot.pause()
+        table = app.query_one(TaskTable)
+        clock = [T0 + timedelta(seconds=60)]  # the newest rows are seconds old: their ages move every second
+        table.now = lambda: clock[0]
+        store.apply(Delta(upserts=[make_record(50)]))
+        assert table.reload()
+        await pilot.pause()
+        assert "11 s ago" in line_text(table, 1)  # the cursor row (_49) keeps its screen line
+        painted = painted_lines(TaskTable)
+        clock[0] += timedelta(seconds=2)
+        assert table.repaint_ages(every=5.0) is False
+        await pilot.pause()
+        assert painted == []
+        clock[0] += timedelta(seconds=3)
+        assert table.repaint_ages(every=5.0) is True
+        await pilot.pause()
+        assert painted and "16 s ago" in line_text(table, 1)
+
+
 async def test_ages_repaint_only_when_one_reads_differently(painted_lines) -> None:
     """Every AGE_REPAINT the app asks the table to repaint its "N min ago" cells: a table of rows whose ages
     read the same as on screen repaints nothing (an hour-old history, or days old, most of the time)."""

@@ -182,7 +182,8 @@ class TaskTable(ScrollView, can_focus=True):
         self._widths: list[int] = [c.width for c in COLUMNS]
         self._base_style: Style | None = None
         self.fetches = 0  # pages read from the store (tests check that it stays small)
-        self._ages: tuple[tuple[str, str], ...] = ()  # (msg_id, "N min ago") of the rows repaint_ages() saw
+        self._ages: tuple[tuple[str, str], ...] = ()  # (msg_id, "N min ago") of the rows last painted or looked at
+        self._ages_at: datetime | None = None  # when that was
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -307,6 +308,8 @@ class TaskTable(ScrollView, can_focus=True):
             # A store version that changed nothing on screen (an engine's counts, rows out of view) is not
             # repainted: while a busy cluster bumps the version every poll that halves the table's renders.
             self.refresh()
+            self._ages_at = self.now()
+            self._ages = self._visible_ages(self._ages_at)
         if self.cursor_id != old_id:
             self.post_message(TaskHighlighted(self.cursor_id))
 
@@ -352,16 +355,24 @@ class TaskTable(ScrollView, can_focus=True):
         rows = self.store.page(where, sort=sort, descending=not descending, offset=total - stop, limit=stop - start)
         return rows[::-1]
 
-    def repaint_ages(self) -> bool:
+    def repaint_ages(self, every: float = 0.0) -> bool:
         """Repaint if a visible "N min ago" cell reads differently now (time moves on with no row changing);
-        True if it did. Rows days old, or a few minutes old between two minute marks, repaint nothing."""
+        True if it did. Rows days old, or a few minutes old between two minute marks, repaint nothing; nor
+        do rows painted or looked at less than `every` seconds ago (a busy cluster's rows are repainted at
+        its polls, which keeps their ages that fresh: a repaint of its own would be one more frame)."""
         now = self.now()
-        ages = tuple((r.msg_id, fmt.ago(r.submitted, now)) for r in self.visible_records())
+        if self._ages_at is not None and (now - self._ages_at).total_seconds() < every:
+            return False
+        self._ages_at = now
+        ages = self._visible_ages(now)
         if ages == self._ages:
             return False
         self._ages = ages
         self.refresh()
         return True
+
+    def _visible_ages(self, now: datetime) -> tuple[tuple[str, str], ...]:
+        return tuple((r.msg_id, fmt.ago(r.submitted, now)) for r in self.visible_records())
 
     def visible_records(self) -> list[TaskRecord]:
         top = int(self.scroll_y)
