@@ -482,8 +482,9 @@ class HubtopApp(App[None]):
                 self._update_header()
             if table.loading:  # the rows first: a count scanning the store would hold its lock meanwhile
                 self._aggregates_waiting = True
-            else:
-                self._request_aggregates()
+                return  # the status line is updated with the counts, in their frame
+            if self._request_aggregates():
+                return
         self._update_status()
 
     @on(TaskTable.Loaded)
@@ -492,17 +493,23 @@ class HubtopApp(App[None]):
             self._aggregates_waiting = False
             self._request_aggregates()
 
-    def _request_aggregates(self) -> None:
+    def _request_aggregates(self) -> bool:
         """Pane counts and engine rows for the current filter, computed in a thread: with a filter over a
-        million tasks they are full scans (~0.5-2 s) and the table must keep answering keys meanwhile."""
+        million tasks they are full scans (~0.5-2 s) and the table must keep answering keys meanwhile.
+        True if they were asked for (the status line is then updated with them)."""
         where = self.view_filter()
         query = self._query_filter
         key = (self.store.version, where[0], tuple(where[1]), None if query is None else (query[0], tuple(query[1])),
                self._caps.knows_running)
         if key in (self._agg_key, self._agg_pending):
-            return
+            return False
         self._agg_pending = key
-        self._aggregates_worker(key, where, query)
+        quick = self.store.aggregates_now(where, query)
+        if quick is not None:  # no filter scan: shown in the frame that shows the rows, not one frame later
+            self._show_aggregates(key, *quick)
+        else:
+            self._aggregates_worker(key, where, query)
+        return True
 
     @work(thread=True, exclusive=True, group="aggregates", exit_on_error=False, description="count tasks")
     def _aggregates_worker(self, key: tuple, where: Filter, query: Filter | None) -> None:
@@ -516,19 +523,23 @@ class HubtopApp(App[None]):
             self.post_message(AggregatesReady(key, counts, engine_counts))
 
     def on_aggregates_ready(self, message: AggregatesReady) -> None:
-        if message.key != self._agg_pending:
+        self._show_aggregates(message.key, message.counts, message.engine_counts)
+
+    def _show_aggregates(self, key: tuple, counts: dict[str, int] | None,
+                         engine_counts: dict[str | None, dict[str, int]] | None) -> None:
+        if key != self._agg_pending:
             return  # an older filter or store version: a newer request is under way
         self._agg_pending = None
-        if message.counts is None or not self._main_ready():
+        if counts is None or not self._main_ready():
             return
-        same_filter = self._agg_key is not None and self._agg_key[1:] == message.key[1:]
-        self._agg_key = message.key
-        self._counts = message.counts
+        same_filter = self._agg_key is not None and self._agg_key[1:] == key[1:]
+        self._agg_key = key
+        self._counts = counts
         with self.batch_update():
             # live counts of the same filter keep the tabs' widths; another filter's counts lay the bar out anew
-            self._tabs().set_counts(message.counts, hold=same_filter)
+            self._tabs().set_counts(counts, hold=same_filter)
             self._engine_list().update_rows(self._query_filter, knows_running=self._caps.knows_running,
-                                            counts=message.engine_counts)
+                                            counts=engine_counts)
             self._update_status()
 
     async def settle(self, timeout: float = 30.0) -> None:

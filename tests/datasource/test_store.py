@@ -118,6 +118,31 @@ def test_engine_filter_and_counts(loaded: tuple[TaskStore, FakeSource]) -> None:
     assert store.count(both) == sum(r.engine_uuid == e0 and r.state is State.FAILED for r in source.records.values())
 
 
+def test_aggregates_now_answers_only_from_the_aggregate_and_never_waits(loaded: tuple[TaskStore, FakeSource]) -> None:
+    store, _ = loaded
+    failed = pane_filter("failed")
+    assert store.aggregates_now() == (store.counts(), store.engine_counts())
+    assert store.aggregates_now(failed, failed) == (store.counts(failed), store.engine_counts(failed))
+    e0 = engine_filter([ENGINE_UUIDS[0]])
+    assert store.aggregates_now(e0) is None and store.aggregates_now(None, e0) is None  # scans: in a thread
+    held, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with store._lock:
+            held.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    held.wait(5)
+    try:
+        assert store.aggregates_now() is None  # a write under way: not waited for on the UI thread
+    finally:
+        release.set()
+        thread.join()
+    assert store.aggregates_now() is not None
+
+
 def test_engines_merge_and_alive(loaded: tuple[TaskStore, FakeSource]) -> None:
     store, source = loaded
     assert [e.id for e in store.engines()] == [0, 1, 2, 3]

@@ -165,6 +165,27 @@ async def test_cursor_and_marks_survive_rows_added_above(make_test_app) -> None:
         assert app.marked_ids() == []
 
 
+async def test_a_polls_counts_show_with_its_rows_and_a_scanning_filter_counts_in_a_thread(make_test_app) -> None:
+    """Counts the store's aggregate answers are shown by the poll's own handling (the same frame as the rows);
+    a filter that scans the store is counted in a worker, so the keys never wait for it."""
+    import asyncio
+
+    app, source = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        workers: list[tuple] = []
+        real = app._aggregates_worker
+        app._aggregates_worker = lambda *a: (workers.append(a), real(*a))  # type: ignore[method-assign]
+        add_records(source, 200, 15)
+        outcome = await asyncio.wrap_future(app.poller.submit())
+        app._after_poll(outcome)
+        assert tab_label(app, "all") == "6 All 215"
+        assert workers == []
+        app.set_filter("label:fit-model")
+        await settled(app, pilot)
+        assert len(workers) == 1 and tab_label(app, "all").startswith("6 All ")
+
+
 async def test_cursor_stays_when_its_task_leaves_the_pane(make_test_app) -> None:
     app, source = make_test_app()
     async with app.run_test(size=SIZE) as pilot:
