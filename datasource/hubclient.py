@@ -44,6 +44,8 @@ FOLLOW_AGAIN_RATE = 100.0
 # IOPub it would follow in a burst's first poll interval is the cost). The resume rate scales with it.
 FOLLOW_PER_ENGINE = 10.0
 PACE_SECONDS = 0.5  # the shortest span a rate is measured over: one task in 50 ms is not 20 tasks/s
+NOTE_SECONDS = 10.0  # the rate the standing note shows moves at most this often (a rate that moves every poll
+# would repaint the status line every poll of a busy cluster)
 
 
 def follow_limits(engines: int | None) -> tuple[float, float]:
@@ -359,6 +361,7 @@ class IOPubListener:
         self.paused = False  # not following: the cluster finishes tasks too fast (see pace)
         self.rate: float | None = None  # tasks finished per second at the last pace(), once known
         self._paced: tuple[float, int] | None = None  # (monotonic time, completed) at the last pace()
+        self._noted: tuple[float, float] | None = None  # (monotonic time, rate) the note shows
 
     def pace(self, completed: int, now: float, engines: int | None = None) -> bool:
         """Follow IOPub or not, from the Hub's count of finished tasks (summed over its `engines` live
@@ -373,6 +376,8 @@ class IOPubListener:
         self.rate = (completed - last[1]) / (now - last[0])
         stop, resume = follow_limits(engines)
         switch = self.rate < resume if self.paused else self.rate > stop
+        if switch or self._noted is None or now - self._noted[0] >= NOTE_SECONDS:
+            self._noted = (now, self.rate)
         if self._sock is None or not switch:
             return False
         self.paused = not self.paused
@@ -382,9 +387,9 @@ class IOPubListener:
 
     def note(self) -> str:
         """The standing note while not following ("" otherwise): short, the status line is cut on the right."""
-        if not self.paused or self.rate is None:
+        if not self.paused or self._noted is None:
             return ""
-        return f"{self.rate:,.0f} tasks/s: running shown as queued"
+        return f"{self._noted[1]:,.0f} tasks/s: running shown as queued"
 
     def drain(self, max_messages: int = 20_000) -> set[str]:
         """Read what is waiting (never blocks); return the running set."""

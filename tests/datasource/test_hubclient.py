@@ -242,7 +242,7 @@ def test_iopub_is_not_followed_while_the_cluster_finishes_tasks_fast() -> None:
     import zmq
     from jupyter_client.session import Session
 
-    from datasource.hubclient import FOLLOW_AGAIN_RATE, FOLLOW_MAX_RATE, IOPubListener
+    from datasource.hubclient import FOLLOW_AGAIN_RATE, FOLLOW_MAX_RATE, NOTE_SECONDS, IOPubListener
 
     key = uuid.uuid4().hex
     ctx = zmq.Context()
@@ -275,6 +275,11 @@ def test_iopub_is_not_followed_while_the_cluster_finishes_tasks_fast() -> None:
         assert listener.pace(1_000 + 3 * int(FOLLOW_MAX_RATE), 102.0) is True  # 400 tasks/s
         assert listener.paused and listener.running == set() and listener.drain() == set()
         assert listener.note() == f"{2 * FOLLOW_MAX_RATE:,.0f} tasks/s: running shown as queued"
+        paused_at = 1_000 + 3 * int(FOLLOW_MAX_RATE)
+        assert listener.pace(paused_at + 500, 103.0) is False and listener.rate == 500  # still paused ...
+        assert listener.note().startswith(f"{2 * FOLLOW_MAX_RATE:,.0f} tasks/s")  # ... the note holds its rate
+        assert listener.pace(paused_at + 500 + 5_000, 102.0 + NOTE_SECONDS) is False
+        assert listener.note().startswith(f"{5_000 / (NOTE_SECONDS - 1):,.0f} tasks/s")  # NOTE_SECONDS on: moves
         time.sleep(0.3)  # the unsubscription reaches the publisher
         listener.drain()
         received = listener.received
@@ -283,13 +288,14 @@ def test_iopub_is_not_followed_while_the_cluster_finishes_tasks_fast() -> None:
         time.sleep(0.3)
         assert listener.drain() == set() and listener.received == received  # the publisher sent nothing
 
-        assert listener.pace(1_000 + 3 * int(FOLLOW_MAX_RATE) + int(FOLLOW_AGAIN_RATE), 103.0) is False  # at 100/s
+        base, t = paused_at + 5_500, 102.0 + NOTE_SECONDS
+        assert listener.pace(base + int(FOLLOW_AGAIN_RATE), t + 1) is False  # at 100/s
         assert listener.paused
-        assert listener.pace(1_000 + 3 * int(FOLLOW_MAX_RATE) + int(1.5 * FOLLOW_AGAIN_RATE), 104.0) is True  # 50/s
+        assert listener.pace(base + int(1.5 * FOLLOW_AGAIN_RATE), t + 2) is True  # 50/s
         assert not listener.paused and listener.note() == ""
         seen_busy("no busy after subscribing again")
         assert listener.received > received
-        assert listener.pace(0, 105.0) is False and not listener.paused  # fewer than before (an engine left)
+        assert listener.pace(0, t + 3) is False and not listener.paused  # fewer than before (an engine left)
     finally:
         listener.close()
         pub.close(linger=0)
