@@ -287,6 +287,7 @@ class HubtopApp(App[None]):
         """The main screen is composed: start (or ask which cluster first)."""
         main = self.screen_main()
         self._widgets = (main.query_one(TaskTable), main.query_one(EngineList), main.query_one(StatusBar), main.query_one(FilterBar))
+        self._table().after_load = self._table_loaded
         self.set_interval(UI_TICK, self._tick, name="ui-tick")
         if self.source is None:
             self._pick_source()
@@ -487,8 +488,7 @@ class HubtopApp(App[None]):
                 return
         self._update_status()
 
-    @on(TaskTable.Loaded)
-    def _table_loaded(self, event: TaskTable.Loaded) -> None:
+    def _table_loaded(self) -> None:
         if self._aggregates_waiting:
             self._aggregates_waiting = False
             self._request_aggregates()

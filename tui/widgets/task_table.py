@@ -142,9 +142,6 @@ class TaskTable(ScrollView, can_focus=True):
             super().__init__()
             self.token, self.request, self.result = token, request, result
 
-    class Loaded(Message):
-        """A re-read that ran in a worker is on screen (the app counts only then: see HubtopApp.refresh_views)."""
-
     class QueryFailed(Message):
         """The store could not run the view's filter (e.g. a function SQLite lacks): one line."""
 
@@ -182,6 +179,10 @@ class TaskTable(ScrollView, can_focus=True):
         self._widths: list[int] = [c.width for c in COLUMNS]
         self._base_style: Style | None = None
         self.fetches = 0  # pages read from the store (tests check that it stays small)
+        # Called right after rows read in a worker are installed (the app counts only then: see
+        # HubtopApp.refresh_views). A call, not a message: a message reaches the app after the screen has
+        # painted the rows, and the counts cost a frame of their own (two per poll of a busy cluster).
+        self.after_load: Callable[[], None] | None = None
         self._ages: tuple[tuple[str, str], ...] = ()  # (msg_id, "N min ago") of the rows last painted or looked at
         self._ages_at: datetime | None = None  # when that was
 
@@ -273,7 +274,8 @@ class TaskTable(ScrollView, can_focus=True):
             return  # superseded by a newer request
         self._pending = None
         self._install(message.request, message.result)
-        self.post_message(self.Loaded())
+        if self.after_load is not None:
+            self.after_load()
 
     def _shown(self) -> tuple:
         """What a repaint of the rows would draw from (the `submitted ... ago` cells aside: see app._tick)."""
