@@ -294,6 +294,8 @@ async def test_a_reload_that_repaints_the_rows_puts_off_the_age_repaint(painted_
         assert table.repaint_ages(every=5.0) is True
         await pilot.pause()
         assert painted and "16 s ago" in line_text(table, 1)
+        clock[0] -= timedelta(minutes=1)  # the wall clock stepped back: "in 44 s" now, shown at once
+        assert table.repaint_ages(every=5.0) is True
 
 
 async def test_ages_repaint_only_when_one_reads_differently(painted_lines) -> None:

@@ -363,8 +363,8 @@ class TaskTable(ScrollView, can_focus=True):
         do rows painted or looked at less than `every` seconds ago (a busy cluster's rows are repainted at
         its polls, which keeps their ages that fresh: a repaint of its own would be one more frame)."""
         now = self.now()
-        if self._ages_at is not None and (now - self._ages_at).total_seconds() < every:
-            return False
+        if self._ages_at is not None and 0 <= (now - self._ages_at).total_seconds() < every:
+            return False  # (a wall clock stepped back looks again at once)
         self._ages_at = now
         ages = self._visible_ages(now)
         if ages == self._ages:
