@@ -186,6 +186,33 @@ async def test_a_polls_counts_show_with_its_rows_and_a_scanning_filter_counts_in
         assert len(workers) == 1 and tab_label(app, "all").startswith("6 All ")
 
 
+async def test_rows_read_in_a_worker_and_their_counts_land_together(make_test_app, monkeypatch) -> None:
+    """A big store's rows are read in a worker; the counts are shown as those rows are installed, in the same
+    handling (not by a message that arrives after the screen painted the rows)."""
+    import asyncio
+
+    monkeypatch.setattr(TaskTable, "SYNC_ROWS", 0)  # every re-read in a worker
+    app, source = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        t = table(app)
+        seen: list[tuple[int, str]] = []
+        after_load = t.after_load
+        assert after_load is not None
+
+        def installed() -> None:
+            after_load()
+            seen.append((t.row_count, tab_label(app, "all")))
+
+        t.after_load = installed
+        add_records(source, 200, 15)
+        outcome = await asyncio.wrap_future(app.poller.submit())
+        app._after_poll(outcome)
+        assert t.loading  # the rows are being read in a worker
+        await settled(app, pilot)
+        assert seen and seen[-1][1] == "6 All 215"  # counted when the rows were installed
+
+
 async def test_cursor_stays_when_its_task_leaves_the_pane(make_test_app) -> None:
     app, source = make_test_app()
     async with app.run_test(size=SIZE) as pilot:
