@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from fakes import T0, FakeSource, make_record
 
+from datasource.model import State
 from datasource.sources.base import Delta
 from datasource.store import TaskStore, pane_filter
 from textual.app import App, ComposeResult
@@ -265,10 +267,37 @@ async def test_a_reload_that_changes_nothing_shown_does_not_repaint(painted_line
         await pilot.pause()
         assert painted == []
 
-        store.apply(Delta(upserts=[make_record(50)]))  # a new row: the count (and the scrollbar) changed
+
+
+async def test_a_reload_repaints_only_the_lines_whose_rows_changed(painted_lines) -> None:
+    """A busy cluster's poll changes the count (rows out of view) and some visible rows: the lines that draw
+    the same row as before are not repainted; a new row on top shifts every line, and all are."""
+    store, _ = loaded_store(50)
+    app = TableApp(store)
+    async with app.run_test(size=(120, 20)) as pilot:
+        await pilot.pause()
+        table = app.query_one(TaskTable)
+        painted = painted_lines(TaskTable)
+        third = table.visible_records()[2]
+        old = dataclasses.replace(make_record(60), submitted=T0 - timedelta(hours=1))  # sorts last: out of view
+        done = dataclasses.replace(third, state=State.ABORTED)
+        store.apply(Delta(upserts=[old, done]))
+        assert table.reload() is True
+        await pilot.pause()
+        assert table.row_count == 51 and painted == [3]  # row 2 is drawn on line 3 (line 0: the header)
+        assert "aborted" in line_text(table, 3)
+        painted.clear()
+        await pilot.press("down")  # the cursor moves: its old and new lines
+        assert sorted(painted) == [1, 2]
+        painted.clear()
+        newest = dataclasses.replace(make_record(70), state=State.PENDING)
+        store.apply(Delta(upserts=[newest]))  # a new row above the cursor: the view scrolls with the cursor...
         table.reload()
         await pilot.pause()
-        assert painted and table.row_count == 51
+        assert (table.cursor_row, int(table.scroll_y)) == (2, 1)
+        assert painted == []  # ...and every line draws the row it drew
+        await pilot.press("home")
+        assert newest.msg_id[-7:] in line_text(table, 1) and len(painted) >= 18
 
 
 async def test_a_reload_that_repaints_the_rows_puts_off_the_age_repaint(painted_lines) -> None:
@@ -281,10 +310,11 @@ async def test_a_reload_that_repaints_the_rows_puts_off_the_age_repaint(painted_
         table = app.query_one(TaskTable)
         clock = [T0 + timedelta(seconds=60)]  # the newest rows are seconds old: their ages move every second
         table.now = lambda: clock[0]
-        store.apply(Delta(upserts=[make_record(50)]))
+        shown = table.visible_records()  # a poll that changes every row on screen: all are repainted
+        store.apply(Delta(upserts=[dataclasses.replace(r, state=State.ABORTED) for r in shown]))
         assert table.reload()
         await pilot.pause()
-        assert "11 s ago" in line_text(table, 1)  # the cursor row (_49) keeps its screen line
+        assert "11 s ago" in line_text(table, 1)  # the top row (_49)
         painted = painted_lines(TaskTable)
         clock[0] += timedelta(seconds=2)
         assert table.repaint_ages(every=5.0) is False

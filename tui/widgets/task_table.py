@@ -55,6 +55,7 @@ COLUMNS: tuple[Column, ...] = (
 )
 _GUTTER = 2  # mark sign + space
 _GAP = 1  # between columns
+_UNPAINTED = ("unpainted",)
 _STATE_CLASSES = {
     "pending": "task-table--pending",
     "queued": "task-table--pending",
@@ -185,6 +186,8 @@ class TaskTable(ScrollView, can_focus=True):
         self.after_load: Callable[[], None] | None = None
         self._ages: tuple[tuple[str, str], ...] = ()  # (msg_id, "N min ago") of the rows last painted or looked at
         self._ages_at: datetime | None = None  # when that was
+        self._painted: dict[int, tuple | None] = {}  # screen line -> the _line_key it was last drawn from
+        self._installing = False
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -277,10 +280,33 @@ class TaskTable(ScrollView, can_focus=True):
         if self.after_load is not None:
             self.after_load()
 
-    def _shown(self) -> tuple:
-        """What a repaint of the rows would draw from (the `submitted ... ago` cells aside: see app._tick)."""
-        return (self.where, self.sort, self.descending, self.row_count, self._window_start, self._window,
-                self._window_valid, self.cursor_id, self.cursor_row, int(self.scroll_y), self.size)
+    def _shape(self) -> tuple:
+        """What every line of a repaint depends on: the view, the header, the geometry (not the vertical
+        scroll: rows arriving above the cursor scroll the view with them, and every line draws what it drew)."""
+        return (self.where, self.sort, self.descending, int(self.scroll_x), self.size, tuple(self._widths))
+
+    def _line_key(self, y: int) -> tuple | None:
+        """What screen line y (> 0) draws from, its "N s ago" cell aside (see repaint_ages)."""
+        row = int(self.scroll_y) + y - 1
+        if row >= self.row_count:
+            return ("empty", self.empty_text) if self.row_count == 0 and y == 1 else None
+        record = self._record(row)
+        return (record, row == self.cursor_row, record is not None and record.msg_id in self.marks)
+
+    def _repaint_changed_lines(self, shape: tuple) -> None:
+        """Repaint what a re-read changed on screen. A busy cluster changes the count every poll (the scrollbar)
+        and some of the rows; the lines that draw the same rows as before are not repainted (a full repaint of
+        the table is most of a frame: ~45 lines of 7 cells each)."""
+        height = self.scrollable_content_region.height
+        if self._shape() == shape:
+            changed = [y for y in range(1, height) if self._painted.get(y, _UNPAINTED) != self._line_key(y)]
+            if len(changed) <= height // 2:
+                for y in changed:
+                    self.refresh(Region(0, y, self.size.width, 1))
+                return
+        self.refresh()
+        self._ages_at = self.now()
+        self._ages = self._visible_ages(self._ages_at)
 
     def _install(self, request: tuple, result: dict) -> None:
         query, _, _, _, scroll_home, _ = request
@@ -290,28 +316,28 @@ class TaskTable(ScrollView, can_focus=True):
             self.post_message(self.QueryFailed(result["error"]))
             return
         old_row, old_scroll = self.cursor_row, int(self.scroll_y)
-        shown = self._shown()
+        shape = self._shape()
         same_view = query == (self.where, self.sort, self.descending)
-        self.where, self.sort, self.descending = query
-        self.row_count = result["count"]
-        self._update_virtual_size()
-        self._window_start, self._window, self._window_valid = result["start"], result["window"], True
-        self.fetches += 1
-        old_id, self.cursor_id = self.cursor_id, result["cursor_id"]
-        row = result["row"]
-        if scroll_home:
-            self.scroll_to(y=0, animate=False, force=True)
-        elif same_view and row != old_row and self._row_visible(old_row, old_scroll):
-            # Keep the cursor on the same screen line while rows arrive above it.
-            self.scroll_to(y=old_scroll + (row - old_row), animate=False, force=True)
-        self.cursor_row = row
-        self._scroll_cursor_visible()
-        if self._shown() != shown:
-            # A store version that changed nothing on screen (an engine's counts, rows out of view) is not
-            # repainted: while a busy cluster bumps the version every poll that halves the table's renders.
-            self.refresh()
-            self._ages_at = self.now()
-            self._ages = self._visible_ages(self._ages_at)
+        old_id = self.cursor_id
+        self._installing = True  # the scrolls below repaint no line: _repaint_changed_lines does
+        try:
+            self.where, self.sort, self.descending = query
+            self.row_count = result["count"]
+            self._update_virtual_size(repaint=False)
+            self._window_start, self._window, self._window_valid = result["start"], result["window"], True
+            self.fetches += 1
+            self.cursor_id = result["cursor_id"]
+            row = result["row"]
+            if scroll_home:
+                self._scroll_y_to(0)
+            elif same_view and row != old_row and self._row_visible(old_row, old_scroll):
+                # Keep the cursor on the same screen line while rows arrive above it.
+                self._scroll_y_to(old_scroll + (row - old_row))
+            self.cursor_row = row
+            self._scroll_cursor_visible()
+        finally:
+            self._installing = False
+        self._repaint_changed_lines(shape)
         if self.cursor_id != old_id:
             self.post_message(TaskHighlighted(self.cursor_id))
 
@@ -393,8 +419,8 @@ class TaskTable(ScrollView, can_focus=True):
     def _row_visible(self, row: int, scroll: int) -> bool:
         return scroll <= row < scroll + self._page_height()
 
-    def _update_virtual_size(self) -> None:
-        set_virtual_size(self, Size(self._total_width(), self.row_count + 1))
+    def _update_virtual_size(self, repaint: bool = True) -> None:
+        set_virtual_size(self, Size(self._total_width(), self.row_count + 1), repaint=repaint)
 
     def _total_width(self) -> int:
         return _GUTTER + sum(self._widths) + _GAP * (len(self._widths) - 1)
@@ -421,19 +447,29 @@ class TaskTable(ScrollView, can_focus=True):
         changed = row != self.cursor_row
         self.cursor_row = row
         if scroll_home:
-            self.scroll_to(y=0, animate=False, force=True)
+            self._scroll_y_to(0)
         self._scroll_cursor_visible()
-        self.refresh()
         if changed or scroll_home:
             self.post_message(TaskHighlighted(self.cursor_id))
+
+    def _scroll_y_to(self, y: int) -> None:
+        # now, not after the next frame (Textual's default): a frame of rows painted at the old scroll
+        # position, then all of them again, is a flicker and a frame too many
+        self.scroll_to(y=y, animate=False, force=True, immediate=True)
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        if not self._installing:
+            super().watch_scroll_y(old_value, new_value)  # the scrollbar, and every line repainted
+        elif self.show_vertical_scrollbar:
+            self.vertical_scrollbar.position = new_value  # _install repaints the lines that changed
 
     def _scroll_cursor_visible(self) -> None:
         top = int(self.scroll_y)
         page = self._page_height()
         if self.cursor_row < top:
-            self.scroll_to(y=self.cursor_row, animate=False, force=True)
+            self._scroll_y_to(self.cursor_row)
         elif self.cursor_row >= top + page:
-            self.scroll_to(y=self.cursor_row - page + 1, animate=False, force=True)
+            self._scroll_y_to(self.cursor_row - page + 1)
 
     def move_to(self, msg_id: str) -> bool:
         """Put the cursor on this task if it is in the view."""
@@ -444,7 +480,7 @@ class TaskTable(ScrollView, can_focus=True):
         self.cursor_row = row
         page = self._page_height()
         if not self._row_visible(row, int(self.scroll_y)):
-            self.scroll_to(y=max(0, row - page // 2), animate=False, force=True)
+            self._scroll_y_to(max(0, row - page // 2))
         self.refresh()
         self.post_message(TaskHighlighted(msg_id))
         return True
@@ -457,12 +493,12 @@ class TaskTable(ScrollView, can_focus=True):
 
     def action_page_up(self) -> None:
         page = self._page_height()
-        self.scroll_to(y=max(0, int(self.scroll_y) - page), animate=False, force=True)
+        self._scroll_y_to(max(0, int(self.scroll_y) - page))
         self._set_cursor_row(self.cursor_row - page)
 
     def action_page_down(self) -> None:
         page = self._page_height()
-        self.scroll_to(y=int(self.scroll_y) + page, animate=False, force=True)
+        self._scroll_y_to(int(self.scroll_y) + page)
         self._set_cursor_row(self.cursor_row + page)
 
     def action_first(self) -> None:
@@ -526,12 +562,14 @@ class TaskTable(ScrollView, can_focus=True):
         if y == 0:
             strip = self._header_strip(base)
         else:
-            row = scroll_y + y - 1
-            if row >= self.row_count:
-                strip = self._empty_strip(base) if (self.row_count == 0 and y == 1) else Strip.blank(0, base)
+            key = self._painted[y] = self._line_key(y)
+            if key is None:
+                strip = Strip.blank(0, base)
+            elif key[0] == "empty":
+                strip = self._empty_strip(base)
             else:
-                record = self._record(row)
-                strip = self._row_strip(record, row == self.cursor_row, base) if record else Strip.blank(0, base)
+                record, is_cursor, _ = key
+                strip = self._row_strip(record, is_cursor, base) if record else Strip.blank(0, base)
         total = max(width, self._total_width())
         return strip.adjust_cell_length(total, base).crop(scroll_x, scroll_x + width)
 
@@ -593,4 +631,10 @@ class TaskTable(ScrollView, can_focus=True):
         return Strip(segments)
 
     def watch_cursor_row(self, old: int, new: int) -> None:
-        self.refresh()
+        # the cursor's old and new lines; a scroll that comes with the move repaints the rest (ScrollView)
+        if self._installing:
+            return  # _install compares every line
+        top = int(self.scroll_y)
+        for row in (old, new):
+            if self._row_visible(row, top):
+                self.refresh(Region(0, row - top + 1, self.size.width, 1))

@@ -8,11 +8,12 @@ from textual.scroll_view import ScrollView
 __all__ = ["set_virtual_size"]
 
 
-def set_virtual_size(widget: ScrollView, size: Size) -> None:
+def set_virtual_size(widget: ScrollView, size: Size, *, repaint: bool = True) -> None:
     """Assigning `virtual_size` re-lays out the whole screen (the reactive has layout=True). Rows that come and
     go every poll of a busy cluster change only the scroll range while the widget scrolls before and after
     (its scrollbar is shown), or fits before and after (none is): then the range and the scrollbar are updated
-    in place and the widget repainted (Widget._scroll_update, Textual 8.2)."""
+    in place and the widget repainted (Widget._scroll_update, Textual 8.2), unless `repaint` is False: the
+    caller repaints what changed."""
     old = widget.virtual_size
     if size == old:
         return
@@ -22,6 +23,7 @@ def set_virtual_size(widget: ScrollView, size: Size) -> None:
     if size.width == old.width and (scrolls or fits):
         widget.set_reactive(type(widget).virtual_size, size)
         widget._scroll_update(size)
-        widget.refresh()
+        if repaint:
+            widget.refresh()
         return
     widget.virtual_size = size
