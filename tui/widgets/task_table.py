@@ -79,7 +79,7 @@ class TaskTable(ScrollView, can_focus=True):
     TaskTable {
         background: $surface;
         color: $foreground;
-        scrollbar-gutter: stable;
+        overflow-y: scroll;  /* always shown: no re-layout of the screen when a burst's rows bring a scrollbar */
         & > .task-table--header { text-style: bold; background: $panel; color: $foreground; }
         & > .task-table--header-sorted { text-style: bold underline; background: $panel; color: $accent; }
         & > .task-table--cursor {
