@@ -1057,10 +1057,17 @@ class SQLiteSource:
 
     def _reread_ids(self, t: _Table, ids: Iterable[str], by_id: dict[str, TaskRecord]) -> None:
         rowid_of = t.pending_rowid
-        ids = [m for m in ids if m in t.ids and m not in by_id]
-        rowids = [rowid_of[m] for m in ids if m in rowid_of]
+        rowids: list[int] = []
+        rest: list[str] = []
+        for m in ids:  # a known pending row is in t.ids: only the others are looked up there (~2 us each)
+            if m in by_id:
+                continue
+            rowid = rowid_of.get(m)
+            if rowid is not None:
+                rowids.append(rowid)
+            elif m in t.ids:
+                rest.append(m)
         self._reread_rowids(t, rowids, by_id)
-        rest = [m for m in ids if m not in rowid_of]
         for i in range(0, len(rest), ID_CHUNK):
             chunk = rest[i:i + ID_CHUNK]
             rows = self._select(t, f"msg_id IN ({','.join('?' * len(chunk))})", chunk)
