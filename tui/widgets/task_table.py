@@ -556,7 +556,7 @@ class TaskTable(ScrollView, can_focus=True):
         return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
-        scroll_x, scroll_y = self.scroll_offset
+        scroll_x = self.scroll_offset.x
         width = self.scrollable_content_region.width
         base = self._base_style if self._base_style is not None else self.rich_style
         if y == 0:

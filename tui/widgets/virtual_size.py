@@ -12,9 +12,8 @@ def set_virtual_size(widget: ScrollView, size: Size, *, repaint: bool = True) ->
     """Assigning `virtual_size` re-lays out the whole screen (the reactive has layout=True). Rows that come and
     go every poll of a busy cluster change only the scroll range while the widget scrolls before and after
     (its scrollbar is shown), or fits before and after (none is), or always shows its scrollbar
-    (`overflow-y: scroll`): then the range and the scrollbar are updated
-    in place and the widget repainted (Widget._scroll_update, Textual 8.2), unless `repaint` is False: the
-    caller repaints what changed."""
+    (`overflow-y: scroll`): then the range and the scrollbar are updated in place and the widget repainted
+    (Widget._scroll_update, Textual 8.2), unless `repaint` is False: the caller repaints what changed."""
     old = widget.virtual_size
     if size == old:
         return
