@@ -3,6 +3,8 @@ and the store shows them while the load is under way (files written by ipyparall
 
 from __future__ import annotations
 
+import pytest
+
 from datasource.sources import sqlite as sqlite_mod
 from datasource.sources.base import Delta
 from datasource.sources.sqlite import SQLiteSource
@@ -109,3 +111,47 @@ def test_state_only_filters_are_answered_like_a_scan():
         assert store.count(where) == sum(r[2] for r in rows), where
         assert store.counts(where)["all"] == sum(r[2] for r in rows)
         assert store.counts(where)["resubmitted"] == sum(r[3] for r in rows)
+
+
+def test_the_counts_are_read_beside_the_first_rows(tmp_path, monkeypatch):
+    """The pane counts (a full scan) run on their own thread and connection while the first rows are built
+    and shown, not after them; a failure of that scan is the load's failure."""
+    import threading
+
+    path = tmp_path / "tasks.db"
+    fx.write_sqlite(path, fx.make_records(400, seed=4))
+    monkeypatch.setattr(sqlite_mod, "FIRST_CHUNK", 50)
+    started, release = threading.Event(), threading.Event()
+    threads: list[str] = []
+    count = SQLiteSource._count_panes
+
+    def held(self, con):
+        threads.append(threading.current_thread().name)
+        started.set()
+        assert release.wait(10)
+        return count(self, con)
+
+    monkeypatch.setattr(SQLiteSource, "_count_panes", held)
+    src = SQLiteSource(path)
+    loading = src.sync()
+    first = next(loading)
+    assert first.reset and len(first.upserts) == 50
+    assert started.wait(5), "the count had not started when the first rows were delivered"
+    release.set()
+    second = next(loading)
+    assert second.counts is not None and second.counts["all"] == 400 and not second.upserts
+    assert threads == ["hubtop-count"]
+    rest = list(loading)
+    assert sum(len(d.upserts) for d in rest) == 350
+    src.close()
+
+    def broken(self, con):
+        raise sqlite_mod.SourceUnavailable("the count could not read the file")
+
+    monkeypatch.setattr(SQLiteSource, "_count_panes", broken)
+    src = SQLiteSource(path)
+    loading = src.sync()
+    next(loading)
+    with pytest.raises(sqlite_mod.SourceUnavailable, match="the count could not read"):
+        next(loading)
+    src.close()
