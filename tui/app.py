@@ -21,7 +21,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Header, Tabs
+from textual.widgets import Header, Tabs
 from textual.worker import get_current_worker
 
 from datasource.poller import Poller, PollOutcome
@@ -32,6 +32,7 @@ from . import format as fmt
 from .messages import AggregatesReady, PollFinished, SortRequested, TaskChosen
 from .widgets.engine_list import EngineList
 from .widgets.filter_bar import FilterBar
+from .widgets.footer import Footer
 from .widgets.pane_tabs import PANE_TITLES, PaneTabs, panes_for
 from .widgets.status_bar import StatusBar, StatusInfo
 from .widgets.task_table import COLUMNS, TaskTable

@@ -28,12 +28,13 @@ from textual.screen import Screen
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.timer import Timer
-from textual.widgets import Footer, Input, LoadingIndicator, Static
+from textual.widgets import Input, LoadingIndicator, Static
 
 from datasource.model import State, TaskDetail, TaskRecord, strip_ansi
 
 from .. import format as fmt
 from ..format import short_id
+from ..widgets.footer import Footer
 
 __all__ = [
     "DetailScreen",

@@ -11,9 +11,10 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from ..format import ago
+from ..widgets.footer import Footer
 
 __all__ = ["PickerScreen", "Choice", "as_choice"]
 

@@ -15,12 +15,13 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from datasource.model import from_epoch
 from datasource.store import FailureGroup, combine, pane_filter
 
 from ..format import ago, error_text, short_id
+from ..widgets.footer import Footer
 from .actions import Scope, start_action
 from .detail import DetailScreen, state_text
 
