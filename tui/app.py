@@ -12,6 +12,7 @@ import asyncio
 import gc
 import time
 from collections import Counter
+from concurrent.futures import Future
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
@@ -25,11 +26,11 @@ from textual.widgets import Header, Tabs
 from textual.worker import get_current_worker
 
 from datasource.poller import Poller, PollOutcome
-from datasource.sources.base import Capabilities, Source
+from datasource.sources.base import Capabilities, Delta, Source
 from datasource.store import PANES, Filter, TaskStore, combine, pane_filter
 
 from . import format as fmt
-from .messages import AggregatesReady, PollFinished, SortRequested, TaskChosen
+from .messages import AggregatesReady, LoadShowable, PollFinished, SortRequested, TaskChosen
 from .widgets.engine_list import EngineList
 from .widgets.filter_bar import FilterBar
 from .widgets.footer import Footer
@@ -137,7 +138,7 @@ class HubtopApp(App[None]):
         self._now = now or (lambda: datetime.now(timezone.utc))
         self.autopoll = autopoll
         self.store = store or TaskStore()
-        self.poller: Poller | None = Poller(source, self.store, clock=self.clock) if source is not None else None
+        self.poller: Poller | None = self._poller_of(source) if source is not None else None
         self._caps: Capabilities = _caps_of(source)
         self.panes = panes_for(self._caps.knows_running)
         self.current_pane = self.panes[0]
@@ -145,6 +146,7 @@ class HubtopApp(App[None]):
         self._query_filter: Filter | None = None
         self._pane_cursor: dict[str, str | None] = {}
         self._poll_timer: Timer | None = None
+        self._early_poll: Future[PollOutcome] | None = None
         self._polling = False
         self._poll_again = False
         self._seen_version = -1
@@ -256,6 +258,12 @@ class HubtopApp(App[None]):
 
     # -- start-up -------------------------------------------------------------------------------
 
+    def on_load(self) -> None:
+        # The first poll (opening the source, a load's first rows and counts) runs while Textual builds the
+        # screen: that is ~0.1 s of the time to the first paint. _poll_worker awaits it.
+        if self.autopoll and self.poller is not None:
+            self._early_poll = self.poller.submit()
+
     def get_default_screen(self) -> Screen:
         return MainScreen(self)
 
@@ -331,10 +339,22 @@ class HubtopApp(App[None]):
 
     def _use_source(self, source: Source) -> None:
         self.source = source
-        self.poller = Poller(source, self.store, clock=self.clock)
+        self.poller = self._poller_of(source)
         self._caps = _caps_of(source)
         self._sync_panes()
         self._started()
+
+    def _poller_of(self, source: Source) -> Poller:
+        return Poller(source, self.store, clock=self.clock, on_delta=self._delta_applied)
+
+    def _delta_applied(self, delta: Delta) -> None:
+        """On the poll thread: a load's first rows and its counts are worth a frame at once (the first
+        paint); anything else waits for the UI tick or the end of the poll."""
+        if delta.loading and (delta.reset or delta.counts is not None):
+            self.post_message(LoadShowable())
+
+    def on_load_showable(self, message: LoadShowable) -> None:
+        self.refresh_views()
 
     def _sync_panes(self) -> None:
         """Queued + Running tabs instead of Pending once the source says it can tell them apart (or back)."""
@@ -376,7 +396,8 @@ class HubtopApp(App[None]):
         try:
             # on the poller's own thread, at background priority; never raises by contract, but a bug
             # still must not kill the loop
-            outcome = await asyncio.wrap_future(self.poller.submit())
+            future, self._early_poll = self._early_poll or self.poller.submit(), None
+            outcome = await asyncio.wrap_future(future)
         except Exception as exc:
             from datasource.poller import PollStatus
 

@@ -6,7 +6,7 @@ from textual.message import Message
 
 from datasource.poller import PollOutcome
 
-__all__ = ["AggregatesReady", "PollFinished", "TaskHighlighted", "TaskChosen", "SortRequested"]
+__all__ = ["AggregatesReady", "LoadShowable", "PollFinished", "TaskHighlighted", "TaskChosen", "SortRequested"]
 
 
 class PollFinished(Message):
@@ -15,6 +15,11 @@ class PollFinished(Message):
     def __init__(self, outcome: PollOutcome) -> None:
         super().__init__()
         self.outcome = outcome
+
+
+class LoadShowable(Message):
+    """A load's first rows, or its pane counts, are in the store: show them now, not at the next UI tick
+    (posted by the poll thread while the poll goes on)."""
 
 
 class TaskHighlighted(Message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 from datetime import timedelta
@@ -10,6 +11,7 @@ import pytest
 from fakes import ENGINE_UUIDS, T0, FakeSource, make_record
 
 from datasource.model import State
+from datasource.sources.base import Delta
 from datasource.store import pane_filter
 from tui.app import failure_summary
 from tui.widgets.engine_list import NO_ENGINE, EngineList
@@ -571,6 +573,78 @@ async def test_real_cluster_counts_and_engine_filter(cluster_sqlite) -> None:
         direct = app.store.get(workload.direct[0])
         if direct.engine_uuid == uuid:
             assert direct.msg_id in {r.msg_id for r in rows}
+
+
+class HeldLoad(FakeSource):
+    """A load that starts when the test says so, then stops after its first rows and its pane counts until
+    the test lets it go on."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n, chunk=n // 4)
+        self.begin = threading.Event()
+        self.go_on = threading.Event()
+        self.opened = threading.Event()
+
+    def open(self) -> None:
+        self.opened.set()
+
+    def sync(self):
+        assert self.begin.wait(10), "the test never let the load begin"
+        for delta in super().sync():
+            yield delta
+            if delta.reset and delta.loading:
+                yield Delta(loading=True, done=delta.done, total=delta.total, counts={"pending": 0, "succeeded": 0, "failed": 0, "aborted": 0, "resubmitted": 0, "all": len(self.records)})
+                assert self.go_on.wait(10), "the test never let the load go on"
+
+
+async def test_a_loads_first_rows_and_counts_show_while_the_load_goes_on(make_test_app, monkeypatch) -> None:
+    import tui.app as app_mod
+
+    monkeypatch.setattr(app_mod, "UI_TICK", 3600.0)  # no UI tick: only the load itself can ask for the frame
+    source = HeldLoad(400)
+    app, _ = make_test_app(source=source, autopoll=True, poll_interval=60, clock=time.monotonic)
+    async with app.run_test(size=SIZE) as pilot:
+        try:
+            await pilot.pause(0.2)
+            assert not table(app).visible_records()
+            source.begin.set()  # the screen is up and has shown the empty store: rows come now
+            deadline = time.monotonic() + 5
+            while not table(app).visible_records() and time.monotonic() < deadline:
+                await pilot.pause(0.05)
+            await pilot.pause()
+            assert app.store.loading and app.polls == 0  # the poll is still held inside the load
+            assert len(table(app).visible_records()) > 0
+            assert tab_label(app, "all") == "6 All 400"  # the announced count, not the 100 rows loaded so far
+        finally:
+            source.go_on.set()
+        deadline = time.monotonic() + 5
+        while app.polls < 1 and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        assert not app.store.loading
+
+
+async def test_the_first_poll_starts_while_the_screen_is_built(make_test_app, monkeypatch) -> None:
+    from tui.app import HubtopApp
+
+    source = HeldLoad(40)
+    source.begin.set()
+    source.go_on.set()
+    seen: list[bool] = []
+    mounted = HubtopApp.main_mounted
+
+    def main_mounted(self) -> None:
+        seen.append(source.opened.wait(5))  # before this method arms any poll
+        mounted(self)
+
+    monkeypatch.setattr(HubtopApp, "main_mounted", main_mounted)
+    app, _ = make_test_app(source=source, autopoll=True, poll_interval=60, clock=time.monotonic)
+    async with app.run_test(size=SIZE) as pilot:
+        deadline = time.monotonic() + 5
+        while app.polls < 1 and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        assert seen == [True]
+        assert app.polls == 1 and app.store.total == 40  # that poll was the first load, and it landed
+        assert tab_label(app, "all") == "6 All 40"
 
 
 async def test_q_quits(make_test_app) -> None:
