@@ -364,6 +364,7 @@ class TaskStore:
         self._loading_reset = False
         self._engines: dict[str, Engine] = {}
         self.queue: QueueStatus | None = None
+        self._total = 0
         self.version = 0  # bumped by every apply that changed something: views re-read when it moves
         self.removed_total = 0  # records that vanished from the source (purged, culled) since start
         self.loading = False
@@ -436,6 +437,7 @@ class TaskStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            self._total = db.execute("SELECT coalesce(sum(n), 0) FROM agg").fetchone()[0]
             if was_loading and not self.loading:
                 self._write_stats()
             # An idle poll (same engines, same queues, no task changed) leaves the version alone, so the
@@ -567,7 +569,9 @@ class TaskStore:
 
     @property
     def total(self) -> int:
-        return self._query("SELECT coalesce(sum(n), 0) FROM agg")[0][0]
+        """Tasks in the store, as of the last apply: read without the lock, so the UI thread never waits
+        behind a filter's scan in a worker for it."""
+        return self._total
 
     def count(self, where: Filter | None = None) -> int:
         agg = _agg_filter(where)

@@ -373,3 +373,31 @@ def test_a_filtered_view_in_the_default_order_walks_an_index_without_sorting(mon
             f"EXPLAIN QUERY PLAN SELECT engine_uuid, state, count(*), count(resubmitted) FROM tasks WHERE {column} = ? "
             "GROUP BY engine_uuid, state", (value,)))
         assert f"COVERING INDEX tasks_count_{column}" in grouped and "TEMP B-TREE" not in grouped, grouped
+
+
+def test_the_total_is_read_without_waiting_for_a_scan() -> None:
+    """The UI thread reads the total for every view refresh; a filter's count scan in a worker holds the
+    store's lock for up to ~0.1 s at 1M tasks, and the total must not wait for it."""
+    import time
+
+    store = TaskStore()
+    store.apply(Delta(upserts=[make_record(i) for i in range(5)], reset=True))
+    held, release = threading.Event(), threading.Event()
+
+    def scan() -> None:
+        with store._lock:
+            held.set()
+            release.wait(5)
+
+    worker = threading.Thread(target=scan)
+    worker.start()
+    try:
+        assert held.wait(5)
+        start = time.monotonic()
+        assert store.total == 5
+        assert time.monotonic() - start < 1
+    finally:
+        release.set()
+        worker.join()
+    store.apply(Delta(removed=[make_record(0).msg_id]))
+    assert store.total == 4
