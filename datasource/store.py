@@ -703,17 +703,28 @@ class TaskStore:
         descending: bool = True,
         offset: int = 0,
         limit: int = 50,
+        matches: int | None = None,
     ) -> list[TaskRecord]:
-        return [record for _, record in self.keyed_page(where, sort, descending, offset=offset, limit=limit)]
+        return [record for _, record in self.keyed_page(where, sort, descending, offset=offset, limit=limit,
+                                                        matches=matches)]
 
     def keyed_page(self, where: Filter | None, sort: str, descending: bool, *, offset: int = 0,
-                   limit: int = 50) -> list[tuple[object, TaskRecord]]:
+                   limit: int = 50, matches: int | None = None) -> list[tuple[object, TaskRecord]]:
         """page(), each record with its tiebreak(sort) value: a keyset walk goes on after the last one with
-        `(sort, tiebreak) < (value, key)` (or `>`), whatever the poller wrote meanwhile."""
+        `(sort, tiebreak) < (value, key)` (or `>`), whatever the poller wrote meanwhile.
+
+        `matches`: how many tasks `where` matches, when the caller knows (the task table counts its view
+        first). SQLite cannot tell `ename:KeyError` (50k tasks) from `ename:NoSuchError` (none), and walks
+        the sort column's index looking for the page either way: seconds for a rare value at 1M tasks.
+        Walking costs ~total/matches index steps per row of the page, sorting the matches ~matches: when
+        that is cheaper, the matches are sorted (`ORDER BY +column` keeps the planner off the sort index)."""
         sql, params = self._narrow(combine(where))
+        order = self._order(sort, descending)
+        end = max(0, offset) + max(0, limit)
+        if matches is not None and matches * matches < self._total * end and _agg_filter(where) is None:
+            order = "+" + order
         rows = self._query(
-            f"SELECT {tiebreak(sort)}, {_SELECT} FROM tasks WHERE {sql} ORDER BY {self._order(sort, descending)} "
-            "LIMIT ? OFFSET ?",
+            f"SELECT {tiebreak(sort)}, {_SELECT} FROM tasks WHERE {sql} ORDER BY {order} LIMIT ? OFFSET ?",
             [*params, max(0, limit), max(0, offset)],
         )
         return [(r[0], _row_to_record(r[1:])) for r in rows]

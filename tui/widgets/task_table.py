@@ -261,7 +261,7 @@ class TaskTable(ScrollView, can_focus=True):
             if lost:  # the task left this view (or there was none): same place in the same view, else the top
                 row = min(old_row, max(0, count - 1)) if same_view else 0
             start = max(0, row - page * 2)
-            window = self.store.page(where, sort=sort, descending=descending, offset=start, limit=page * 5)
+            window = self.store.page(where, sort=sort, descending=descending, offset=start, limit=page * 5, matches=count)
         except sqlite3.Error as exc:
             return {"error": f"{type(exc).__name__}: {exc}"}
         if lost:
@@ -364,7 +364,7 @@ class TaskTable(ScrollView, can_focus=True):
         where, sort, descending = self.where, self.sort, self.descending
         n = self.row_count
         if start <= 5_000 or n - start - limit >= start:
-            return self.store.page(where, sort=sort, descending=descending, offset=start, limit=limit)
+            return self.store.page(where, sort=sort, descending=descending, offset=start, limit=limit, matches=n)
         nulls = 0 if sort in ("msg_id", "state") else self.store.count(combine(where, (f"{sort} IS NULL", ())))
         filled = n - nulls
         rows: list[TaskRecord] = []
