@@ -297,6 +297,7 @@ class HubtopApp(App[None]):
         main = self.screen_main()
         self._widgets = (main.query_one(TaskTable), main.query_one(EngineList), main.query_one(StatusBar), main.query_one(FilterBar))
         self._table().after_load = self._table_loaded
+        self._filter_bar().before_apply = self._table().hold_frames
         self.set_interval(UI_TICK, self._tick, name="ui-tick")
         if self.source is None:
             self._pick_source()

@@ -689,6 +689,62 @@ async def test_big_store_rereads_in_a_worker_and_keys_keep_working(make_test_app
         assert tab_label(app, "all") == f"6 All {t.row_count:,}"
 
 
+async def test_a_view_change_read_in_a_worker_shows_in_one_frame(make_test_app, monkeypatch) -> None:
+    """A pane switch or a filter on a big store: no frame shows the new tab (or the filter bar) over the
+    previous view's rows while they are read; unless the read takes longer than TaskTable.HOLD, then the
+    screen moves on without them."""
+    from textual.screen import Screen
+
+    monkeypatch.setattr(TaskTable, "SYNC_ROWS", 100)  # re-read in a worker, as above 50k tasks
+    app, _ = make_test_app(n=400)
+    frames: list[tuple[str, object, bool]] = []
+    refresh = Screen._compositor_refresh
+
+    def painted(self) -> None:
+        if self is app.screen_main():
+            frames.append((app._tabs().active, table(app).where, app._filter_bar().has_class("-active")))
+        refresh(self)
+
+    monkeypatch.setattr(Screen, "_compositor_refresh", painted)
+    read = TaskTable._read
+    delay = [0.05]
+
+    def slow_read(self, request):
+        time.sleep(delay[0])
+        return read(self, request)
+
+    monkeypatch.setattr(TaskTable, "_read", slow_read)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        await settled(app, pilot)
+        failed = app.store.count(pane_filter("failed"))
+        for key, pane in (("3", "failed"), ("6", "all")):
+            frames.clear()
+            await pilot.press(key)
+            await settled(app, pilot)
+            await pilot.pause(0.1)
+            assert table(app).row_count == (failed if pane == "failed" else 400)
+            new_tab = [f for f in frames if f[0] == f"pane-{pane}"]
+            assert new_tab and all(f[1] == table(app).where for f in new_tab), frames
+        for text, shown in (("state:failed", True), ("", False)):
+            frames.clear()
+            if text:
+                app.set_filter(text)
+            else:
+                await pilot.press("escape")
+            await settled(app, pilot)
+            await pilot.pause(0.1)
+            assert app._filter_bar().has_class("-active") is shown
+            assert frames and all(f[1] == table(app).where for f in frames if f[2] is shown), frames
+        delay[0] = 8 * TaskTable.HOLD  # a slow read: the screen is not held that long
+        frames.clear()
+        await pilot.press("3")
+        await pilot.pause(2 * TaskTable.HOLD)
+        assert table(app).loading
+        assert any(f[0] == "pane-failed" for f in frames), frames
+        await settled(app, pilot)
+
+
 async def test_the_status_line_moving_on_never_relays_out_the_screen(make_test_app, clock, monkeypatch) -> None:
     """The status line's age changes 4 times a second: repainting one line, not re-laying out the whole
     screen (a full reflow + repaint is ~10-20 ms of CPU, which an idle dashboard must not spend)."""

@@ -70,6 +70,10 @@ class FilterBar(Vertical):
         # Apply valid queries while typing. The app turns it off when applying a filter is slow (a
         # million tasks): then a query is applied on enter only, not on every pause in typing.
         self.live = True
+        # Called when a change of filter is about to be posted (Applied), in the same call as the bar's own
+        # change (shown, hidden, its text): the app holds the screen there, so the bar and the rows of the new
+        # view show in one frame.
+        self.before_apply: Callable[[], None] | None = None
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="state:failed engine:3 label:fit* since:10m err:MemoryError -label:x", id="filter-input")
@@ -141,6 +145,8 @@ class FilterBar(Vertical):
         if result is False or text == self.applied_text:
             return
         self.applied_text = text
+        if self.before_apply is not None:
+            self.before_apply()
         self.post_message(self.Applied(text, result))  # type: ignore[arg-type]
 
     def action_clear(self) -> None:
@@ -151,6 +157,8 @@ class FilterBar(Vertical):
         self.remove_class("-active")
         if self.applied_text:
             self.applied_text = ""
+            if self.before_apply is not None:
+                self.before_apply()
             self.post_message(self.Applied("", None))
         self.post_message(self.Closed())
 

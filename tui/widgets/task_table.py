@@ -12,6 +12,7 @@ long as its depth (~75 ms, plus as much again to read the rows there, at row 1M)
 from __future__ import annotations
 
 import sqlite3
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
@@ -25,6 +26,7 @@ from textual.message import Message
 from textual.reactive import var
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.timer import Timer
 
 from datasource.model import TaskRecord
 from datasource.store import Filter, TaskStore, combine, tiebreak
@@ -135,6 +137,7 @@ class TaskTable(ScrollView, can_focus=True):
     cursor_row: var[int] = var(0, init=False)
     SYNC_ROWS = 50_000  # stores up to this many tasks are re-read on the UI thread; bigger ones in a worker
     KEEP_DEPTH = 10_000  # a new view keeps the cursor's task if it is within this many rows of the top
+    HOLD = 0.15  # s: the screen waits at most this long for a new view's rows read in a worker (see reload)
 
     class ViewLoaded(Message):
         """A re-read done in a worker (internal)."""
@@ -188,6 +191,7 @@ class TaskTable(ScrollView, can_focus=True):
         self._ages_at: datetime | None = None  # when that was
         self._painted: dict[int, tuple | None] = {}  # screen line -> the _line_key it was last drawn from
         self._installing = False
+        self._held: tuple[AbstractContextManager, Timer] | None = None  # (App.batch_update() entered, its time limit)
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -236,11 +240,16 @@ class TaskTable(ScrollView, can_focus=True):
         self._scroll_home = False
         if self.row_count <= self.SYNC_ROWS and self.store.total <= self.SYNC_ROWS:
             self._pending = None
-            self._install(request, self._read(request))
+            try:
+                self._install(request, self._read(request))
+            finally:
+                self._release_frames()  # a hold asked for ahead of this view (the filter bar) ends with it
         else:
             self._token += 1
             self._pending = self._token
             token = self._token
+            if not same_view:
+                self.hold_frames()
             self.run_worker(lambda: self._read_in_thread(token, request), thread=True, exclusive=True,
                             group="task-table", exit_on_error=False, description="read the task table")
         return True
@@ -268,6 +277,27 @@ class TaskTable(ScrollView, can_focus=True):
             cursor_id = window[row - start].msg_id if start <= row < start + len(window) else None
         return {"count": count, "row": row, "cursor_id": cursor_id, "start": start, "window": window}
 
+    def hold_frames(self) -> None:
+        """No frame until the next view's rows land (at most HOLD): a pane switch or a filter then shows its
+        tabs, filter bar and rows in one frame, not the new tab over the old rows first (a whole extra frame,
+        and a screen layout for the filter bar, ~15-35 ms each at 160x48 on a slow machine). Called by a
+        view change read in a worker, and by whoever is about to ask for one (the filter bar)."""
+        if self._held is not None:
+            return  # the first request's time limit stands: a burst of keys never holds the screen longer
+        batch = self.app.batch_update()
+        batch.__enter__()
+        self._held = (batch, self.set_timer(self.HOLD, self._release_frames, name="task-table hold"))
+
+    def _release_frames(self) -> None:
+        if self._held is not None:
+            batch, timer = self._held
+            self._held = None
+            timer.stop()
+            batch.__exit__(None, None, None)
+
+    def on_unmount(self) -> None:
+        self._release_frames()
+
     def _read_in_thread(self, token: int, request: tuple) -> None:
         self.post_message(self.ViewLoaded(token, request, self._read(request)))
 
@@ -276,9 +306,12 @@ class TaskTable(ScrollView, can_focus=True):
         if message.token != self._pending:
             return  # superseded by a newer request
         self._pending = None
-        self._install(message.request, message.result)
-        if self.after_load is not None:
-            self.after_load()
+        try:
+            self._install(message.request, message.result)
+            if self.after_load is not None:
+                self.after_load()
+        finally:
+            self._release_frames()
 
     def _shape(self) -> tuple:
         """What every line of a repaint depends on: the view, the header, the geometry (not the vertical
