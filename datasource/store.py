@@ -93,7 +93,7 @@ COLUMNS: tuple[str, ...] = (
 )
 _SELECT = ", ".join(COLUMNS)
 
-_SCHEMA = f"""
+_SCHEMA = """
 CREATE TABLE tasks (
     msg_id TEXT PRIMARY KEY,
     state TEXT NOT NULL,
@@ -274,7 +274,7 @@ def engine_filter(engine_uuids: Iterable[str | None]) -> Filter:
 def ids_filter(msg_ids: Sequence[str]) -> Filter:
     if not msg_ids:
         return ("0", ())
-    return (f"msg_id IN (SELECT value FROM json_each(?))", (_json_list(msg_ids),))
+    return ("msg_id IN (SELECT value FROM json_each(?))", (_json_list(msg_ids),))
 
 
 def _json_list(items: Sequence[str]) -> str:
