@@ -144,10 +144,13 @@ class FilterBar(Vertical):
         result = self._check(text)
         if result is False or text == self.applied_text:
             return
+        self._post_applied(text, result)  # type: ignore[arg-type]
+
+    def _post_applied(self, text: str, filter: Filter | None) -> None:
         self.applied_text = text
         if self.before_apply is not None:
             self.before_apply()
-        self.post_message(self.Applied(text, result))  # type: ignore[arg-type]
+        self.post_message(self.Applied(text, filter))
 
     def action_clear(self) -> None:
         if self._timer is not None:
@@ -156,10 +159,7 @@ class FilterBar(Vertical):
         self._show_error("", None)
         self.remove_class("-active")
         if self.applied_text:
-            self.applied_text = ""
-            if self.before_apply is not None:
-                self.before_apply()
-            self.post_message(self.Applied("", None))
+            self._post_applied("", None)
         self.post_message(self.Closed())
 
     def set_text(self, text: str) -> None:
