@@ -605,7 +605,7 @@ class HubtopApp(App[None]):
             status_bar.show(StatusInfo("connecting", "choose a cluster", self.interval, None, 0))
             return
         status = self.poller.status
-        total = self._store_total()
+        total = self.store.total
         filtered = bool(self._query_filter) or bool(self._engine_list().selected)
         all_matching = self._counts.get("all", 0)
         loading = (self.store.load_done, self.store.load_total) if self.store.loading else None
@@ -627,13 +627,6 @@ class HubtopApp(App[None]):
                 marked=len(self._table().marks),
             )
         )
-
-    def _store_total(self) -> int:
-        key = ("total", self.store.version)
-        if getattr(self, "_total_key", None) != key:
-            self._total = self.store.total
-            self._total_key = key
-        return self._total
 
     def _apply_view(self, *, cursor_id: str | None | bool = False) -> None:
         self._table().set_view(self.table_filter(), cursor_id=cursor_id)  # store errors: _query_failed

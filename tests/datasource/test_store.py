@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from contextlib import contextmanager
 from datetime import timedelta
+from typing import Iterator
 
 import pytest
 
@@ -23,6 +25,26 @@ from tests.fakes import ENGINE_UUIDS, FakeSource, make_record
 def load(store: TaskStore, source: FakeSource) -> None:
     for delta in source.sync():
         store.apply(delta)
+
+
+@contextmanager
+def lock_held_elsewhere(store: TaskStore) -> Iterator[None]:
+    """The store's lock held by another thread (a write, or a filter's scan) for the duration."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store._lock:
+            held.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(5)
+        yield
+    finally:
+        release.set()
+        thread.join()
 
 
 @pytest.fixture
@@ -125,21 +147,8 @@ def test_aggregates_now_answers_only_from_the_aggregate_and_never_waits(loaded: 
     assert store.aggregates_now(failed, failed) == (store.counts(failed), store.engine_counts(failed))
     e0 = engine_filter([ENGINE_UUIDS[0]])
     assert store.aggregates_now(e0) is None and store.aggregates_now(None, e0) is None  # scans: in a thread
-    held, release = threading.Event(), threading.Event()
-
-    def writer() -> None:
-        with store._lock:
-            held.set()
-            release.wait(5)
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    held.wait(5)
-    try:
+    with lock_held_elsewhere(store):
         assert store.aggregates_now() is None  # a write under way: not waited for on the UI thread
-    finally:
-        release.set()
-        thread.join()
     assert store.aggregates_now() is not None
 
 
@@ -382,23 +391,10 @@ def test_the_total_is_read_without_waiting_for_a_scan() -> None:
 
     store = TaskStore()
     store.apply(Delta(upserts=[make_record(i) for i in range(5)], reset=True))
-    held, release = threading.Event(), threading.Event()
-
-    def scan() -> None:
-        with store._lock:
-            held.set()
-            release.wait(5)
-
-    worker = threading.Thread(target=scan)
-    worker.start()
-    try:
-        assert held.wait(5)
+    with lock_held_elsewhere(store):
         start = time.monotonic()
         assert store.total == 5
         assert time.monotonic() - start < 1
-    finally:
-        release.set()
-        worker.join()
     store.apply(Delta(removed=[make_record(0).msg_id]))
     assert store.total == 4
 
