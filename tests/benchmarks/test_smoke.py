@@ -70,3 +70,21 @@ def test_runner_produces_a_well_formed_table(tmp_path: Path) -> None:
     # a --quick window is ~0.2 s: /proc counts CPU in 10 ms ticks, so 0 is a possible reading here
     assert all(math.isfinite(c) and c >= 0 for c in gentle["hubtop_busy_cpu_pct"] + gentle["burner_cpu_pct"])
     assert len(gentle["hubtop_busy_cpu_pct"]) == len(gentle["burner_cpu_pct"]) == 1
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(300)
+def test_the_burst_profile_runs_end_to_end() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.burst", "-n", "1000", "--bursts", "1", "--tasks", "100"],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=280,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "101 tasks finished in 1 bursts" in proc.stdout  # the burst and the throughput call's warm-up task
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in proc.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| part")}
+    for part in ("store: apply", "file: new rows", "poll (whole step)", "app: main (UI) thread"):
+        assert rows[part].endswith(("µs", "core)")), part
+    # the store wrote every finished task at least once; the whole step holds its parts
+    assert float(rows["store: apply"].split()[0]) > 0
+    assert float(rows["poll (whole step)"].split()[0]) >= float(rows["store: apply"].split()[0])
