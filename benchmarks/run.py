@@ -29,11 +29,10 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from statistics import median
-from typing import Any, Callable
+from typing import Any
 
 _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
@@ -319,7 +318,7 @@ def trickle(conn: Path, rate: float, seconds: float) -> int:
         view = rc.load_balanced_view()
         start = time.perf_counter()
         results = []
-        while (elapsed := time.perf_counter() - start) < seconds:
+        while time.perf_counter() - start < seconds:
             results.append(view.apply_async(pow, 2, len(results) % 7))
             time.sleep(max(0.0, len(results) / rate - (time.perf_counter() - start)))
         for ar in results:
@@ -524,7 +523,7 @@ def table(results: dict) -> str:
             if g.get("burn_paired_ratios"):
                 cpu = median(g["hubtop_busy_cpu_pct"])
                 add("  hubtop's CPU while the cluster is busy", n, f"{cpu:.1f} % of a core",
-                    f"median of the on-busy windows: " + " ".join(f"{c:.1f}" for c in g["hubtop_busy_cpu_pct"]))
+                    "median of the on-busy windows: " + " ".join(f"{c:.1f}" for c in g["hubtop_busy_cpu_pct"]))
                 add("throughput, a CPU burner using that much instead", n, f"{g['throughput_burn']:.0f} /s",
                     f"{100 * g['burn_ratio']:.1f} % of off (median of the rounds' burn/off: "
                     + " ".join(f"{100 * r:.0f}" for r in g["burn_paired_ratios"]) + "); burner CPU "

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from ..model import Engine, QueueStatus, State, TaskDetail, from_epoch
+from ..model import State, TaskDetail, from_epoch
 from ..recorder import (
     TASK_COLUMNS,
     engines_from_json,

@@ -20,7 +20,7 @@ from datasource.recorder import (
     record_to_row,
     row_to_record,
 )
-from datasource.sources.base import Delta, NotATaskDatabase, SourceError
+from datasource.sources.base import Delta, SourceError
 from datasource.store import TaskStore
 from tests.fakes import FakeSource, _copy, make_record
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from fakes import ENGINE_UUIDS, T0, FakeSource, make_record
+from fakes import ENGINE_UUIDS, FakeSource, make_record
 
 from datasource.model import State
 from datasource.sources.base import Delta

@@ -6,9 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import queue
-import signal
 import socket
 import subprocess
 import sys

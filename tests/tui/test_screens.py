@@ -382,7 +382,7 @@ async def test_resubmit_flow_cancel_then_confirm():
         scope_screen = await wait_for(pilot, lambda: isinstance(app.screen, ScopeScreen) and app.screen)
         labels = [s.label for s in scope_screen.scopes]
         assert labels[0].startswith("the task under the cursor")
-        assert f"all 60 tasks" in labels[-1]
+        assert "all 60 tasks" in labels[-1]
         await choose_scope(pilot, app, "cursor")
         preview = await wait_for(pilot, lambda: isinstance(app.screen, PreviewScreen) and app.screen)
         assert preview.preview.send == [failed]

@@ -75,7 +75,6 @@ def test_serve_answers_a_get_on_localhost(cluster_sqlite):
 
 
 def test_serve_on_other_hosts_warns_unless_read_only(tmp_path):
-    db = tmp_path / "x"
     port = _free_port()
     # 0.0.0.0 only long enough to read the warning; a missing SOURCE would fail first, so give none
     proc = subprocess.Popen([*HUBTOP, "serve", "--host", "0.0.0.0", "--port", str(port)], stdout=subprocess.PIPE,
