@@ -397,14 +397,17 @@ class MongoSource:
                     self._watch[m] = now + WATCH_SECONDS
             self._in_flight = set(in_flight)
             self._watch = {m: d for m, d in self._watch.items() if d > now and m in self._ids}
-            wanted = [m for m in list(in_flight)[:PENDING_SLICE] + list(self._watch)[:PENDING_SLICE]
-                      if m in self._ids]
+            pending = self._pending
+            quiet = self.paired.still_unassigned(
+                lambda m: (r.engine_uuid, r.started) if (r := pending.get(m)) is not None else None)
+            wanted = [m for m in [m for m in in_flight if m not in quiet][:PENDING_SLICE]
+                      + [m for m in self._watch if m not in quiet][:PENDING_SLICE] if m in self._ids]
             self._reread(wanted, by_id)
             for m in list(self._watch):
                 if m in by_id and by_id[m].state.is_done:
                     del self._watch[m]
-            if slow:
-                self._reread(self._pending_slice(), by_id)
+            if slow:  # orphans of an earlier Hub process: slowly
+                self._reread([m for m in self._pending_slice() if m not in quiet], by_id)
         else:
             self._reread(self._pending_slice(), by_id)
         # resubmitted pointers

@@ -1048,15 +1048,16 @@ class SQLiteSource:
                 same.add(rowid)
         return [r for r in rowids if r not in same]  # changed, or gone (the caller sorts that out)
 
-    def _reread_pending(self, t: _Table, by_id: dict[str, TaskRecord]) -> None:
+    def _reread_pending(self, t: _Table, by_id: dict[str, TaskRecord], skip: frozenset[str] = frozenset()) -> None:
         """Re-read PENDING_SLICE known pending rows: the oldest half (tasks finish roughly in submission
-        order) and a slice of the others that rotates (so every pending row is re-read in turn)."""
+        order) and a slice of the others that rotates (so every pending row is re-read in turn); not those
+        whose msg_id is in `skip`."""
         live = t.pending
         if not live:
             return
         order = t.pending_order()
         if len(live) <= PENDING_SLICE:
-            self._reread_rowids(t, [r for r in order if r in live], by_id)
+            self._reread_rowids(t, [r for r in order if r in live and live[r] not in skip], by_id)
             return
         oldest: list[int] = []
         want = PENDING_SLICE // 2
@@ -1079,7 +1080,7 @@ class SQLiteSource:
             if len(picked) == want:
                 break
         t.cursor = picked[-1] + 1 if picked else 0
-        self._reread_rowids(t, oldest + picked, by_id)
+        self._reread_rowids(t, [r for r in oldest + picked if live[r] not in skip], by_id)
 
     def _reread_ids(self, t: _Table, ids: Iterable[str], by_id: dict[str, TaskRecord]) -> None:
         rowid_of = t.pending_rowid
@@ -1103,7 +1104,8 @@ class SQLiteSource:
 
     def _track_in_flight(self, in_flight: set[str], t: _Table | None, by_id: dict[str, TaskRecord]) -> None:
         """Paired with a Hub: re-read its in-flight ids, the ids that left the in-flight set (until the DB
-        shows them done: the Hub commits up to 2 s late) and pending rows it does not list (once seen)."""
+        shows them done: the Hub commits up to 2 s late) and pending rows it does not list (once seen); not the
+        ones it still queues unassigned (PairedHub.still_unassigned)."""
         now = self.clock()
         for m in self._in_flight - in_flight:
             self._watch[m] = now + WATCH_SECONDS
@@ -1116,14 +1118,23 @@ class SQLiteSource:
         self._watch = {m: d for m, d in self._watch.items() if d > now and m in t.ids}
         if not by_id and not self._watch and not in_flight:
             return
-        wanted = list(in_flight)[:PENDING_SLICE] + list(self._watch)[:PENDING_SLICE]
+        assert self.paired is not None
+        rowid_of, held = t.pending_rowid, t.pending_recs
+
+        def engine_and_start(msg_id: str) -> tuple[Any, Any] | None:
+            fp = held.get(rowid_of.get(msg_id, -1))
+            return (fp[_FP_ENGINE], fp[_FP_STARTED]) if fp is not None else None
+
+        quiet = self.paired.still_unassigned(engine_and_start)
+        wanted = [m for m in in_flight if m not in quiet][:PENDING_SLICE] + \
+            [m for m in self._watch if m not in quiet][:PENDING_SLICE]
         self._reread_ids(t, wanted, by_id)
         for m in list(self._watch):
             rec = by_id.get(m)
             if rec is not None and rec.state.is_done:
                 del self._watch[m]
         if self._syncs - self._last_slow == 0:  # orphans of an earlier Hub process: slowly
-            self._reread_pending(t, by_id)
+            self._reread_pending(t, by_id, frozenset(quiet))
 
     def _scan_resubmitted(self, t: _Table, by_id: dict[str, TaskRecord], copies: list[str] | None) -> None:
         """Originals whose `resubmitted` pointer changed: all of them, or those pointing at `copies`."""
