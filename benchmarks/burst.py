@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .run import HubBench, stop_process
+from .run import HubBench, cpu_seconds, start_attached, stop_process
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,30 +135,19 @@ def poll_parts(hub: HubBench, bursts: int, tasks: int, verbose_limit: int | None
 
 def _thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds of a process's main thread and of its other threads together."""
-    tick = os.sysconf("SC_CLK_TCK")
     out = {"main": 0.0, "other": 0.0}
     for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue  # the thread ended
-        out["main" if tid == str(pid) else "other"] += (int(fields[11]) + int(fields[12])) / tick
+        seconds = cpu_seconds(pid, int(tid))
+        if seconds == seconds:  # NaN: the thread ended
+            out["main" if int(tid) == pid else "other"] += seconds
     return out
 
 
 def app_threads(hub: HubBench, work: Path, bursts: int, tasks: int) -> dict | None:
     if not Path("/proc/self/task").exists():
         return None
-    out = work / "attach.json"
-    ready = Path(str(out) + ".ready")
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.probe", "attach", str(hub.conn), "3600", str(out)],
-                            cwd=str(_ROOT), start_new_session=True)
+    proc = start_attached(hub.conn, work / "attach.json")
     try:
-        deadline = time.time() + 600
-        while not ready.exists():
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("hubtop (attach) did not finish its first load")
-            time.sleep(0.2)
         time.sleep(2.0)
         total = {"main": 0.0, "other": 0.0}
         wall = 0.0

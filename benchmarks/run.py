@@ -341,13 +341,32 @@ while True:
 """
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (all its threads), from /proc; NaN where there is none."""
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU of a process so far (all its threads), or of its thread `tid`, from /proc; NaN where
+    there is none."""
+    stat = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        fields = Path(stat).read_text().rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return float("nan")
+
+
+def start_attached(conn: Path, out: Path, timeout: float = 600) -> subprocess.Popen:
+    """hubtop attached to `conn` (`benchmarks.probe attach`: the app, headless, 1 s polling) in a process of its
+    own, returned once its first load is done; it writes its figures to `out` when stopped."""
+    ready = Path(str(out) + ".ready")
+    out.unlink(missing_ok=True)
+    ready.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.probe", "attach", str(conn), "3600", str(out)],
+                            cwd=str(_ROOT), start_new_session=True)
+    deadline = time.time() + timeout
+    while not ready.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            stop_process(proc)
+            raise RuntimeError("hubtop (attach) did not finish its first load")
+        time.sleep(0.2)
+    return proc
 
 
 # The states of a round, rotated so that each comes first, second and last equally often: the Hub's history
@@ -377,15 +396,7 @@ def gentleness(hub: HubBench, work: Path, *, rounds: int, tasks: int, idle: floa
             for state in order:
                 proc = None
                 if state == "on":
-                    attach_out.unlink(missing_ok=True)
-                    Path(str(attach_out) + ".ready").unlink(missing_ok=True)
-                    hubtop = subprocess.Popen([sys.executable, "-m", "benchmarks.probe", "attach", str(hub.conn),
-                                               "3600", str(attach_out)], cwd=str(_ROOT), start_new_session=True)
-                    deadline = time.time() + 600
-                    while not Path(str(attach_out) + ".ready").exists():
-                        if hubtop.poll() is not None or time.time() > deadline:
-                            raise RuntimeError("hubtop (attach) did not finish its first load")
-                        time.sleep(0.2)
+                    hubtop = start_attached(hub.conn, attach_out)
                     time.sleep(2.0)  # steady polling from here
                     proc = hubtop
                 elif state == "burn":
