@@ -176,10 +176,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="replaces paired.VERBOSE_LIMIT in the poll measurement (0: never ask for in-flight ids)")
     p.add_argument("--no-app", action="store_true", help="skip the app's per-thread measurement")
     args = p.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="hubtop-burst-"))
-    with HubBench(work, args.n) as hub:
-        parts = poll_parts(hub, args.bursts, args.tasks, args.verbose_limit)
-        threads = None if args.no_app else app_threads(hub, work, args.bursts, args.tasks)
+    with tempfile.TemporaryDirectory(prefix="hubtop-burst-", ignore_cleanup_errors=True) as tmp:
+        work = Path(tmp)
+        with HubBench(work, args.n) as hub:
+            parts = poll_parts(hub, args.bursts, args.tasks, args.verbose_limit)
+            threads = None if args.no_app else app_threads(hub, work, args.bursts, args.tasks)
     rates = ", ".join(f"{r:.0f}" for r in parts["rates"])
     print(f"\n{parts['finished']:,} tasks finished in {args.bursts} bursts ({rates} tasks/s); "
           f"{parts['writes_per_task']:.2f} store writes per task\n")

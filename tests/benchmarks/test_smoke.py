@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 import subprocess
 import sys
@@ -74,12 +75,15 @@ def test_runner_produces_a_well_formed_table(tmp_path: Path) -> None:
 
 @pytest.mark.cluster
 @pytest.mark.timeout(300)
-def test_the_burst_profile_runs_end_to_end() -> None:
+def test_the_burst_profile_runs_end_to_end(tmp_path: Path) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.burst", "-n", "1000", "--bursts", "1", "--tasks", "100"],
-        cwd=str(ROOT), capture_output=True, text=True, timeout=280,
+        cwd=str(ROOT), capture_output=True, text=True, timeout=280, env={**os.environ, "TMPDIR": str(tmp)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not list(tmp.iterdir())  # its cluster's profile and history went with it
     assert "101 tasks finished in 1 bursts" in proc.stdout  # the burst and the throughput call's warm-up task
     rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in proc.stdout.splitlines()
             if line.startswith("| ") and not line.startswith("| part")}
