@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TextIO
 
 from .model import TaskRecord, to_epoch
-from .store import COLUMNS, SORT_COLUMNS, Filter, TaskStore, combine, tiebreak
+from .store import COLUMNS, SORT_COLUMNS, Filter, TaskStore, combine, tiebreak, view_ranges
 
 __all__ = ["export_view", "iter_view", "record_row", "record_values", "FIELDS", "DEFAULT_FIELDS", "FORMATS", "ExportError"]
 
@@ -86,34 +86,28 @@ def iter_view(
     limit: int | None = None,
     page: int = PAGE,
 ) -> Iterator[TaskRecord]:
-    """The filtered view in the store's order (NULLs last), one page in memory at a time.
-
-    Two passes, each a keyset walk the store's (column) indexes serve: rows with a value, then rows without
-    one (by the store's tiebreak).
-    """
+    """The filtered view in the store's order (NULLs last), one page in memory at a time: a keyset walk of
+    each of the store's view_ranges (rows with a value, then rows without one by the store's tiebreak)."""
     if sort not in SORT_COLUMNS:
         raise ExportError(f"cannot sort by {sort!r}; sort columns are: {', '.join(SORT_COLUMNS)}")
     op = "<" if descending else ">"
-    tie = tiebreak(sort)
     left = limit
-    for has_value in (True, False):
-        base = combine(where, (f"{sort} IS NOT NULL" if has_value else f"{sort} IS NULL", ()))
+    for part, column in view_ranges(sort):
+        base = combine(where, part)
         after: Filter | None = None
         while left is None or left > 0:
             size = page if left is None else min(page, left)
-            rows = store.keyed_page(combine(base, after), sort, descending, limit=size)
+            rows = store.range_page(combine(base, after), column, descending, limit=size)
             yield from (record for _, record in rows)
             if left is not None:
                 left -= len(rows)
             if len(rows) < size:
                 break
             key, last = rows[-1]
-            if sort == "msg_id":
-                after = (f"msg_id {op} ?", (last.msg_id,))
-            elif has_value:
-                after = (f"({sort}, {tie}) {op} (?, ?)", (_sort_value(last, sort), key))
+            if column in ("msg_id", "rowid"):  # unique: its own tiebreak
+                after = (f"{column} {op} ?", (key,))
             else:
-                after = (f"{tie} {op} ?", (key,))
+                after = (f"({column}, {tiebreak(column)}) {op} (?, ?)", (_sort_value(last, column), key))
 
 
 @contextmanager

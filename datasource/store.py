@@ -36,6 +36,7 @@ __all__ = [
     "combine",
     "failure_signature",
     "tiebreak",
+    "view_ranges",
 ]
 
 Filter = tuple[str, Sequence[object]]  # an SQL boolean expression over the `tasks` columns, with ? parameters
@@ -118,15 +119,22 @@ CREATE TABLE tasks (
 );
 CREATE INDEX tasks_submitted ON tasks (submitted);
 CREATE INDEX tasks_state_submitted ON tasks (state, submitted);
+-- Most indexes of a column a task may lack hold only the rows with a value (`WHERE x IS NOT NULL`): a pending
+-- task has no engine or duration yet, a success no ename, most tasks no label. A burst's task, inserted
+-- pending and updated done a second later, then writes fewer entries (the store's writes: 59 -> 50 us per
+-- task; at 1M tasks the store is 12 % smaller). A view sorted by such a column is two ranges (view_ranges):
+-- rows with a value, then the rest by rowid, which (state) serves in a pane. (engine_id), (duration),
+-- (completed) keep their NULLs: they serve `engine:none`-like filters and the All pane's second range.
 CREATE INDEX tasks_engine_id ON tasks (engine_id);
+CREATE INDEX tasks_state ON tasks (state);
 -- a pane sorted by a column: (state, column) serves the first page and the cursor's position without sorting
 -- the pane (1M tasks: 0.1-0.5 s per keystroke otherwise). Ties go by rowid, the last column of every index:
 -- with msg_id (~45 bytes) in each of them the store was twice as large, and each write slower (tiebreak).
 CREATE INDEX tasks_state_id ON tasks (state, msg_id);
-CREATE INDEX tasks_state_engine_id ON tasks (state, engine_id);
-CREATE INDEX tasks_state_label ON tasks (state, label);
-CREATE INDEX tasks_state_duration ON tasks (state, duration);
-CREATE INDEX tasks_state_ename ON tasks (state, ename);
+CREATE INDEX tasks_state_engine_id ON tasks (state, engine_id) WHERE engine_id IS NOT NULL;
+CREATE INDEX tasks_state_label ON tasks (state, label) WHERE label IS NOT NULL;
+CREATE INDEX tasks_state_duration ON tasks (state, duration) WHERE duration IS NOT NULL;
+CREATE INDEX tasks_state_ename ON tasks (state, ename) WHERE ename IS NOT NULL;
 -- the Resubmitted pane (a few % of the tasks) sorted by a table column: small partial indexes
 CREATE INDEX tasks_resub_id ON tasks (msg_id) WHERE resubmitted IS NOT NULL;
 CREATE INDEX tasks_resub_state ON tasks (state, msg_id) WHERE resubmitted IS NOT NULL;
@@ -135,16 +143,16 @@ CREATE INDEX tasks_resub_label ON tasks (label) WHERE resubmitted IS NOT NULL;
 CREATE INDEX tasks_resub_submitted ON tasks (submitted) WHERE resubmitted IS NOT NULL;
 CREATE INDEX tasks_resub_duration ON tasks (duration) WHERE resubmitted IS NOT NULL;
 CREATE INDEX tasks_resub_ename ON tasks (ename) WHERE resubmitted IS NOT NULL;
-CREATE INDEX tasks_label ON tasks (label);
+CREATE INDEX tasks_label ON tasks (label) WHERE label IS NOT NULL;
 CREATE INDEX tasks_duration ON tasks (duration);
-CREATE INDEX tasks_ename ON tasks (ename);
+CREATE INDEX tasks_ename ON tasks (ename) WHERE ename IS NOT NULL;
 CREATE INDEX tasks_engine ON tasks (engine_uuid, state);
 -- the counts of an `x = value` filter (engine:3, label:..., ename:...) from the index alone, already in
 -- GROUP BY order (1M tasks: 130 ms -> 8 ms per filter, no row lookups). `x = ?` implies `x IS NOT NULL`, so
 -- the planner takes the partial ones: a task has no engine while pending and no ename unless it failed, and
 -- a row a burst inserts pending and updates done a second later then writes one entry instead of three.
 CREATE INDEX tasks_count_engine_id ON tasks (engine_id, engine_uuid, state, resubmitted) WHERE engine_id IS NOT NULL;
-CREATE INDEX tasks_count_label ON tasks (label, engine_uuid, state, resubmitted);
+CREATE INDEX tasks_count_label ON tasks (label, engine_uuid, state, resubmitted) WHERE label IS NOT NULL;
 CREATE INDEX tasks_count_ename ON tasks (ename, engine_uuid, state, resubmitted) WHERE ename IS NOT NULL;
 -- a filter on one of these in the default order (newest first): the first page and the cursor's position read
 -- the index in order. Without them SQLite sorted every match (engine:3 at 1M tasks: 60-100 ms a page) or walked
@@ -202,6 +210,15 @@ def tiebreak(sort: str) -> str:
     return "msg_id" if sort in ("state", "msg_id") else "rowid"
 
 
+def view_ranges(sort: str) -> list[tuple[Filter | None, str]]:
+    """The parts of a view sorted by `sort`, in their order, each as (the filter that picks it, the column
+    that orders it). NULLs come last in either direction: a column a task may lack is the rows with a value
+    (its partial indexes hold only those), then the rows without one, by the tiebreak."""
+    if sort in _NOT_NULL:
+        return [(None, sort)]
+    return [((f"{sort} IS NOT NULL", ()), sort), ((f"{sort} IS NULL", ()), tiebreak(sort))]
+
+
 def _state_only(sql: str) -> bool:
     """Whether a filter reads nothing but `state` (`state:failed`, a pane): the aggregate can answer it."""
     return "'" not in sql and '"' not in sql and all(w.lower() in _STATE_ONLY_WORDS for w in _WORDS.findall(sql))
@@ -230,6 +247,7 @@ _UPSERT = (
 )
 
 _NOT_NULL = {"msg_id", "state", "rowid"}
+_NULLS_INDEXED = {"submitted", "engine_id", "duration", "completed"}  # their (x) index is not partial
 _WRITTEN = COLUMNS + ("signature", "gen")  # the columns of _UPSERT, in TaskStore._row's order
 _COMPARED = tuple(range(1, len(COLUMNS) + 1))  # a known row's columns a poll may change (not msg_id, gen)
 
@@ -504,13 +522,18 @@ class TaskStore:
                 "state": db.execute("SELECT count(DISTINCT state) FROM agg WHERE n > 0").fetchone()[0],
                 "engine_uuid": db.execute("SELECT count(DISTINCT engine) FROM agg WHERE n > 0").fetchone()[0],
             }
-            for column in ("engine_id", "label", "ename"):  # index-only scans of their (x, ...) indexes
-                distinct[column] = db.execute(f"SELECT count(*) FROM (SELECT DISTINCT {column} FROM tasks)").fetchone()[0]
+            for column in ("engine_id", "label", "ename"):  # index-only scans of their (x) indexes, and NULL
+                distinct[column] = 1 + db.execute(
+                    f"SELECT count(*) FROM (SELECT DISTINCT {column} FROM tasks WHERE {column} IS NOT NULL)"
+                ).fetchone()[0]
             rows = []
             for (name, where) in db.execute(
                 "SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'tasks'"
             ).fetchall():
                 columns = [r[2] for r in db.execute(f"PRAGMA index_info({name})").fetchall()]
+                # The `x IS NOT NULL` indexes count as the whole table, as when they held every row: told that
+                # the (label) index holds 200k of 1M rows, SQLite takes `label = ?` for 25k rows and sorts them
+                # rather than walk the sort column's index (label:x sorted by completed at 1M: 4 -> 90 ms).
                 total = n
                 if where and "resubmitted IS NOT NULL" in where:
                     total = resub
@@ -665,18 +688,13 @@ class TaskStore:
         return sorted(engines, key=lambda e: (not e.alive, e.id if e.id is not None else 1 << 30, e.uuid))
 
     def _order(self, sort: str, descending: bool) -> str:
+        """ORDER BY of one of view_ranges(sort): no NULLs in it, and a tiebreak keeps paging stable."""
         if sort not in SORT_COLUMNS and sort != "rowid":
             raise ValueError(f"cannot sort by {sort!r}")
-        # NULLs last in either direction; a tiebreak keeps paging stable. No `x IS NULL` prefix: it defeats
-        # the (x) indexes and turns every page into a full sort (0.1 s at 100k rows). SQLite sorts NULLs
-        # first, so DESC already puts them last. `NULLS LAST` on a column that is never NULL would only hide
-        # the (x) indexes from the planner (a filtered view sorted by state: 60-130 ms of sorting instead of
-        # 1 ms at 1M tasks).
         direction = "DESC" if descending else "ASC"
-        nulls = "" if descending or sort in _NOT_NULL else " NULLS LAST"
         if sort in ("msg_id", "rowid"):  # unique: a tiebreak would cost a sort step
-            return f"{sort} {direction}{nulls}"
-        return f"{sort} {direction}{nulls}, {tiebreak(sort)} {direction}"
+            return f"{sort} {direction}"
+        return f"{sort} {direction}, {tiebreak(sort)} {direction}"
 
     def _narrow(self, where: Filter) -> Filter:
         """A pane over several states (Pending: pending, queued, running) without tasks in some of them
@@ -710,21 +728,56 @@ class TaskStore:
 
     def keyed_page(self, where: Filter | None, sort: str, descending: bool, *, offset: int = 0,
                    limit: int = 50, matches: int | None = None) -> list[tuple[object, TaskRecord]]:
-        """page(), each record with its tiebreak(sort) value: a keyset walk goes on after the last one with
-        `(sort, tiebreak) < (value, key)` (or `>`), whatever the poller wrote meanwhile.
+        """page(), each record with its tiebreak(sort) value: a keyset walk of one of view_ranges(sort) goes
+        on after the last one with `(sort, tiebreak) < (value, key)` (or `>`), whatever the poller wrote
+        meanwhile (export.py).
 
         `matches`: how many tasks `where` matches, when the caller knows (the task table counts its view
         first). SQLite cannot tell `ename:KeyError` (50k tasks) from `ename:NoSuchError` (none), and walks
         the sort column's index looking for the page either way: seconds for a rare value at 1M tasks.
         Walking costs ~total/matches index steps per row of the page, sorting the matches ~matches: when
         that is cheaper, the matches are sorted (`ORDER BY +column` keeps the planner off the sort index)."""
+        offset, limit = max(0, offset), max(0, limit)
+        self._order(sort, descending)  # an unknown column fails here, not in SQL
+        sort_matches = matches is not None and matches * matches < self._total * (offset + limit) \
+            and _agg_filter(where) is None
+        out: list[tuple[object, TaskRecord]] = []
+        ranges = view_ranges(sort)
+        for i, (part, column) in enumerate(ranges):
+            rows = self.range_page(combine(where, part), column, descending, offset=offset, limit=limit - len(out),
+                                   sort_matches=sort_matches)
+            out += rows
+            if len(out) == limit or i == len(ranges) - 1:
+                break
+            # this range ended: where the next one starts, in its own rows
+            size = offset + len(rows) if rows or offset == 0 else self.count(combine(where, part))
+            offset = max(0, offset - size)
+        return out
+
+    def range_sizes(self, where: Filter | None, sort: str, matches: int) -> list[int]:
+        """How many of a view's `matches` rows each of view_ranges(sort) holds. One range is counted and the
+        other is the rest: the rows without a value where the whole table is the view and the column's
+        index holds NULLs too (an index range; the rows with one would be most of the index), else the rows
+        with one, which the partial (x) and (state, x) indexes hold alone."""
+        ranges = view_ranges(sort)
+        if len(ranges) == 1:
+            return [matches]
+        whole = _agg_filter(where) == ("1", ())
+        if whole and sort in _NULLS_INDEXED:
+            without = self.count(combine(where, ranges[1][0]))
+            return [matches - without, without]
+        filled = self.count(combine(where, ranges[0][0]))
+        return [filled, matches - filled]
+
+    def range_page(self, where: Filter | None, column: str, descending: bool, *, offset: int = 0,
+                   limit: int = 50, sort_matches: bool = False) -> list[tuple[object, TaskRecord]]:
+        """Rows [offset, offset+limit) of one of view_ranges(): `where` includes the range's filter and
+        `column` is the column that orders it. Each record comes with its tiebreak(column) value.
+        `sort_matches`: sort the rows `where` matches rather than walk the column's index (keyed_page)."""
         sql, params = self._narrow(combine(where))
-        order = self._order(sort, descending)
-        end = max(0, offset) + max(0, limit)
-        if matches is not None and matches * matches < self._total * end and _agg_filter(where) is None:
-            order = "+" + order
+        order = ("+" if sort_matches else "") + self._order(column, descending)
         rows = self._query(
-            f"SELECT {tiebreak(sort)}, {_SELECT} FROM tasks WHERE {sql} ORDER BY {order} LIMIT ? OFFSET ?",
+            f"SELECT {tiebreak(column)}, {_SELECT} FROM tasks WHERE {sql} ORDER BY {order} LIMIT ? OFFSET ?",
             [*params, max(0, limit), max(0, offset)],
         )
         return [(r[0], _row_to_record(r[1:])) for r in rows]

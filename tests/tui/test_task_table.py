@@ -172,7 +172,7 @@ def test_ago_thousands_size_short_id() -> None:
     assert fmt.age_seconds(0.42) == "<1 s" and fmt.age_seconds(4.9) == "4 s" and fmt.age_seconds(130) == "2 min"
 
 
-@pytest.mark.parametrize("sort", ["submitted", "duration", "label", "msg_id", "state", "engine_id"])
+@pytest.mark.parametrize("sort", ["submitted", "duration", "label", "msg_id", "state", "engine_id", "ename", "completed"])
 @pytest.mark.parametrize("descending", [True, False])
 async def test_deep_rows_read_from_the_other_end_are_the_same_rows(sort: str, descending: bool) -> None:
     store, _ = loaded_store(12_000)  # duration/label/engine_id have NULLs (pending tasks): the OFFSET path

@@ -29,7 +29,7 @@ from textual.strip import Strip
 from textual.timer import Timer
 
 from datasource.model import TaskRecord
-from datasource.store import Filter, TaskStore, combine, tiebreak
+from datasource.store import Filter, TaskStore, combine, view_ranges
 
 from .. import format as fmt
 from ..messages import SortRequested, TaskChosen, TaskHighlighted
@@ -391,30 +391,23 @@ class TaskTable(ScrollView, can_focus=True):
 
     def _fetch(self, start: int, limit: int) -> list[TaskRecord]:
         """Rows [start, start+limit) of the view. Deep in a big view (`end` at a million rows) SQLite's
-        OFFSET walks every row before `start`, so read from the far end in the mirrored order instead:
-        the non-NULL values (sort reversed, tiebreak reversed), then the NULLs, which sort last both ways
-        and among themselves by the store's tiebreak."""
+        OFFSET walks every row before `start`, so read from the far end in the mirrored order instead, range
+        by range (the store's view_ranges: rows with a value, then the NULLs, which sort last both ways)."""
         where, sort, descending = self.where, self.sort, self.descending
         n = self.row_count
         if start <= 5_000 or n - start - limit >= start:
             return self.store.page(where, sort=sort, descending=descending, offset=start, limit=limit, matches=n)
-        nulls = 0 if sort in ("msg_id", "state") else self.store.count(combine(where, (f"{sort} IS NULL", ())))
-        filled = n - nulls
         rows: list[TaskRecord] = []
-        stop = min(start + limit, filled)
-        if start < stop:
-            part = combine(where, (f"{sort} IS NOT NULL", ())) if nulls else where
-            rows += self._mirrored(part, sort, descending, filled, start, stop)
-        first, last = max(start, filled), min(start + limit, n)
-        if first < last:
-            part = combine(where, (f"{sort} IS NULL", ()))
-            rows += self._mirrored(part, tiebreak(sort), descending, nulls, first - filled, last - filled)
+        first = 0  # the view's row where the range begins
+        sizes = self.store.range_sizes(where, sort, n)
+        for (part, column), size in zip(view_ranges(sort), sizes):
+            lo, hi = max(start, first) - first, min(start + limit, first + size) - first
+            if lo < hi:
+                mirrored = self.store.range_page(combine(where, part), column, not descending, offset=size - hi,
+                                                 limit=hi - lo)
+                rows += [record for _, record in reversed(mirrored)]
+            first += size
         return rows
-
-    def _mirrored(self, where: Filter, sort: str, descending: bool, total: int, start: int, stop: int) -> list[TaskRecord]:
-        """Rows [start, stop) of `total` rows in (sort, descending) order, read as the reverse order's tail."""
-        rows = self.store.page(where, sort=sort, descending=not descending, offset=total - stop, limit=stop - start)
-        return rows[::-1]
 
     def repaint_ages(self, every: float = 0.0) -> bool:
         """Repaint if a visible "N min ago" cell reads differently now (time moves on with no row changing);
