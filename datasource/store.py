@@ -119,12 +119,13 @@ CREATE TABLE tasks (
 );
 CREATE INDEX tasks_submitted ON tasks (submitted);
 CREATE INDEX tasks_state_submitted ON tasks (state, submitted);
--- Most indexes of a column a task may lack hold only the rows with a value (`WHERE x IS NOT NULL`): a pending
--- task has no engine or duration yet, a success no ename, most tasks no label. A burst's task, inserted
--- pending and updated done a second later, then writes fewer entries (the store's writes: 59 -> 50 us per
--- task; at 1M tasks the store is 12 % smaller). A view sorted by such a column is two ranges (view_ranges):
--- rows with a value, then the rest by rowid, which (state) serves in a pane. (engine_id), (duration),
--- (completed) keep their NULLs: they serve `engine:none`-like filters and the All pane's second range.
+-- Most indexes of a column a task may lack hold only the rows with a value (`WHERE x IS NOT NULL`): a
+-- pending task has no engine or duration yet, a success no ename, most tasks no label. A burst's task,
+-- inserted pending and updated done a second later, then writes fewer entries (the store's writes:
+-- 59-61 -> 51-52 us per task; at 1M tasks the store is 12 % smaller). A view sorted by such a column is two
+-- ranges (view_ranges): rows with a value, then the rest by rowid, which (state) serves in a pane.
+-- (engine_id), (duration), (completed) keep their NULLs: they serve `engine:none`-like filters and the All
+-- pane's second range.
 CREATE INDEX tasks_engine_id ON tasks (engine_id);
 CREATE INDEX tasks_state ON tasks (state);
 -- a pane sorted by a column: (state, column) serves the first page and the cursor's position without sorting
@@ -728,9 +729,7 @@ class TaskStore:
 
     def keyed_page(self, where: Filter | None, sort: str, descending: bool, *, offset: int = 0,
                    limit: int = 50, matches: int | None = None) -> list[tuple[object, TaskRecord]]:
-        """page(), each record with its tiebreak(sort) value: a keyset walk of one of view_ranges(sort) goes
-        on after the last one with `(sort, tiebreak) < (value, key)` (or `>`), whatever the poller wrote
-        meanwhile (export.py).
+        """page(), each record with its tiebreak(sort) value, across the view's ranges (view_ranges).
 
         `matches`: how many tasks `where` matches, when the caller knows (the task table counts its view
         first). SQLite cannot tell `ename:KeyError` (50k tasks) from `ename:NoSuchError` (none), and walks
@@ -772,7 +771,9 @@ class TaskStore:
     def range_page(self, where: Filter | None, column: str, descending: bool, *, offset: int = 0,
                    limit: int = 50, sort_matches: bool = False) -> list[tuple[object, TaskRecord]]:
         """Rows [offset, offset+limit) of one of view_ranges(): `where` includes the range's filter and
-        `column` is the column that orders it. Each record comes with its tiebreak(column) value.
+        `column` is the column that orders it. Each record comes with its tiebreak(column) value: a keyset
+        walk goes on after the last one with `(column, tiebreak) < (value, key)` (or `>`), whatever the
+        poller wrote meanwhile (export.py).
         `sort_matches`: sort the rows `where` matches rather than walk the column's index (keyed_page)."""
         sql, params = self._narrow(combine(where))
         order = ("+" if sort_matches else "") + self._order(column, descending)
