@@ -225,6 +225,20 @@ def view_ranges(sort: str) -> list[tuple[Filter | None, str]]:
     return [((f"{sort} IS NOT NULL", ()), sort), ((f"{sort} IS NULL", ()), tiebreak(sort))]
 
 
+def _unwrapped(sql: str) -> str:
+    """`sql` without parentheses around all of it: combine() wraps each filter it is given, so the app's
+    view filter (the query AND the engine selection) reaches counts() as `((q))` and engine_counts() as
+    `(q)`; the same scan, memoized once."""
+    while sql.startswith("(") and sql.endswith(")"):
+        depth = 0
+        for i, ch in enumerate(sql):
+            depth += (ch == "(") - (ch == ")")
+            if depth == 0 and i < len(sql) - 1:
+                return sql  # `(a) AND (b)`: the first parenthesis closes before the end
+        sql = sql[1:-1]
+    return sql
+
+
 def _state_only(sql: str) -> bool:
     """Whether a filter reads nothing but `state` (`state:failed`, a pane): the aggregate can answer it."""
     return "'" not in sql and '"' not in sql and all(w.lower() in _STATE_ONLY_WORDS for w in _WORDS.findall(sql))
@@ -617,7 +631,7 @@ class TaskStore:
         """A filtered scan's result, kept until the store changes: a filter applied at 1M tasks is read by
         the table, the pane counts and the engine list in the same frame (each scan ~50-300 ms)."""
         version = self.version
-        key = (kind, sql, tuple(params))
+        key = (kind, _unwrapped(sql), tuple(params))
         hit = self._memos.get(key)
         if hit is not None and hit[0] == version:
             return hit[1]

@@ -164,6 +164,28 @@ def test_engine_filter_and_counts(loaded: tuple[TaskStore, FakeSource]) -> None:
     assert store.count(both) == sum(r.engine_uuid == e0 and r.state is State.FAILED for r in source.records.values())
 
 
+def test_counts_and_engine_counts_of_one_filter_share_one_scan(loaded: tuple[TaskStore, FakeSource]) -> None:
+    """The app asks counts(view filter) and engine_counts(query): with no engine selected, the same filter
+    wrapped once more by combine(). One scan serves both (a label or ename filter at 1M tasks: ~45 ms each);
+    another filter, or a store change, scans again."""
+    store, source = loaded
+    query = ("label = ?", ("fit-1",))
+    grouped: list[str] = []
+    store._db.set_trace_callback(lambda s: grouped.append(s) if "GROUP BY engine_uuid, state" in s else None)
+    try:
+        counts = store.counts(combine(query, None))
+        per_engine = store.engine_counts(query)
+        assert len(grouped) == 1
+        store.counts(combine(combine(query)))
+        assert len(grouped) == 1
+        store.counts(("label = ?", ("fit-2",)))
+        assert len(grouped) == 2
+    finally:
+        store._db.set_trace_callback(None)
+    labelled = [r for r in source.records.values() if r.label == "fit-1"]
+    assert counts["all"] == len(labelled) == sum(sum(states.values()) for states in per_engine.values())
+
+
 def test_aggregates_now_answers_only_from_the_aggregate_and_never_waits(loaded: tuple[TaskStore, FakeSource]) -> None:
     store, _ = loaded
     failed = pane_filter("failed")
