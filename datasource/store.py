@@ -401,6 +401,8 @@ class TaskStore:
         self._gen = 0
         self._loading_reset = False
         self._engines: dict[str, Engine] = {}
+        self._engine_list: tuple[Engine, ...] = ()  # engines() without the lock: rebuilt by apply()
+        self._engine_list_state: list[tuple] = []
         self.queue: QueueStatus | None = None
         self._total = 0
         self.version = 0  # bumped by every apply that changed something: views re-read when it moves
@@ -476,6 +478,12 @@ class TaskStore:
                 db.execute("ROLLBACK")
                 raise
             self._total = db.execute("SELECT coalesce(sum(n), 0) FROM agg").fetchone()[0]
+            engine_state = self._engine_state()
+            if engine_state != self._engine_list_state:
+                self._engine_list_state = engine_state
+                self._engine_list = tuple(sorted(
+                    (Engine(e.uuid, e.id, e.alive, e.queue, e.tasks, e.completed) for e in self._engines.values()),
+                    key=lambda e: (not e.alive, e.id if e.id is not None else 1 << 30, e.uuid)))
             if was_loading and not self.loading:
                 self._write_stats()
             # An idle poll (same engines, same queues, no task changed) leaves the version alone, so the
@@ -702,10 +710,9 @@ class TaskStore:
             self._lock.release()
 
     def engines(self) -> list[Engine]:
-        """Every engine ever seen, live ones first, by id."""
-        with self._lock:
-            engines = [Engine(e.uuid, e.id, e.alive, e.queue, e.tasks, e.completed) for e in self._engines.values()]
-        return sorted(engines, key=lambda e: (not e.alive, e.id if e.id is not None else 1 << 30, e.uuid))
+        """Every engine ever seen, live ones first, by id, as of the last apply: read without the lock, so
+        the engine list on the UI thread never waits behind a filter's scan in a worker (1M tasks: 15-80 ms)."""
+        return [Engine(e.uuid, e.id, e.alive, e.queue, e.tasks, e.completed) for e in self._engine_list]
 
     def _order(self, sort: str, descending: bool) -> str:
         """ORDER BY of one of view_ranges(sort): no NULLs in it, and a tiebreak keeps paging stable."""
