@@ -186,6 +186,35 @@ def test_counts_and_engine_counts_of_one_filter_share_one_scan(loaded: tuple[Tas
     assert counts["all"] == len(labelled) == sum(sum(states.values()) for states in per_engine.values())
 
 
+def test_a_cancelled_count_scan_stops_keeps_nothing_and_frees_the_store(loaded: tuple[TaskStore, FakeSource],
+                                                                        monkeypatch) -> None:
+    """counts(cancelled=...) asks `cancelled` while SQLite scans: True stops the scan (ScanCancelled), the
+    lock is free at once and nothing is memoized; a scan never cancelled answers as without it."""
+    import datasource.store as store_mod
+    from datasource.store import ScanCancelled
+
+    monkeypatch.setattr(store_mod, "_CANCEL_CHECK_STEPS", 10)  # ask often: the test store is small
+    store, source = loaded
+    query = ("label = ?", ("fit-1",))
+    asked: list[int] = []
+
+    def cancel_on_third_ask() -> bool:
+        asked.append(1)
+        return len(asked) >= 3
+
+    with pytest.raises(ScanCancelled):
+        store.counts(query, cancelled=cancel_on_third_ask)
+    assert len(asked) == 3
+    assert store._lock.acquire(blocking=False)
+    store._lock.release()
+    assert not any(key[0] == "grouped" for key in store._memos)
+    with pytest.raises(ScanCancelled):
+        store.engine_counts(query, cancelled=lambda: True)
+    uncancelled = store.counts(query, cancelled=lambda: False)
+    assert uncancelled == store.counts(query)
+    assert uncancelled["all"] == sum(r.label == "fit-1" for r in source.records.values())
+
+
 def test_aggregates_now_answers_only_from_the_aggregate_and_never_waits(loaded: tuple[TaskStore, FakeSource]) -> None:
     store, _ = loaded
     failed = pane_filter("failed")
