@@ -27,7 +27,7 @@ from textual.worker import get_current_worker
 
 from datasource.poller import Poller, PollOutcome
 from datasource.sources.base import Capabilities, Delta, Source
-from datasource.store import PANES, Filter, TaskStore, combine, pane_filter
+from datasource.store import PANES, Filter, ScanCancelled, TaskStore, combine, pane_filter
 
 from . import format as fmt
 from .messages import AggregatesReady, LoadShowable, PollFinished, SortRequested, TaskChosen
@@ -154,6 +154,7 @@ class HubtopApp(App[None]):
         self._agg_key: tuple | None = None  # what the shown counts are of: (store version, filters...)
         self._agg_pending: tuple | None = None  # what the aggregates worker is computing
         self._aggregates_waiting = False  # counts to request once the table's re-read has landed
+        self._agg_again = False  # count again when the pending counts (of an older store version) land
         self._gc_frozen = False
         self._last_event: str | None = None
         self.polls = 0
@@ -516,16 +517,36 @@ class HubtopApp(App[None]):
             self._aggregates_waiting = False
             self._request_aggregates()
 
-    def _request_aggregates(self) -> bool:
-        """Pane counts and engine rows for the current filter, computed in a thread: with a filter over a
-        million tasks they are full scans (~0.5-2 s) and the table must keep answering keys meanwhile.
-        True if they were asked for (the status line is then updated with them)."""
+    def _aggregates_key(self) -> tuple[tuple, Filter, Filter | None]:
+        """(what the counts of the current view are of, its view filter, its query filter)."""
         where = self.view_filter()
         query = self._query_filter
         key = (self.store.version, where[0], tuple(where[1]), None if query is None else (query[0], tuple(query[1])),
                self._caps.knows_running)
+        return key, where, query
+
+    def _cancel_stale_aggregates(self) -> None:
+        """A filter's count scan for a view the user has left stops (ScanCancelled) and lets go of the store."""
+        pending = self._agg_pending
+        if pending is not None and pending[1:] != self._aggregates_key()[0][1:]:
+            self.workers.cancel_group(self, "aggregates")
+            self._agg_pending = None
+            self._agg_again = False
+
+    def _request_aggregates(self) -> bool:
+        """Pane counts and engine rows for the current filter, computed in a thread: with a filter over a
+        million tasks they are full scans (~0.05-2 s) and the table must keep answering keys meanwhile.
+        A scan of the same view for an older store version is let finish and shown, then the view is
+        counted again: restarted at every poll, a scan slower than the poll interval would never land.
+        True if they were asked for (the status line is then updated with them)."""
+        key, where, query = self._aggregates_key()
         if key in (self._agg_key, self._agg_pending):
             return False
+        if self._agg_pending is not None:
+            if self._agg_pending[1:] == key[1:]:
+                self._agg_again = True
+                return True
+            self._cancel_stale_aggregates()
         self._agg_pending = key
         quick = self.store.aggregates_now(where, query)
         if quick is not None:  # no filter scan: shown in the frame that shows the rows, not one frame later
@@ -536,13 +557,16 @@ class HubtopApp(App[None]):
 
     @work(thread=True, exclusive=True, group="aggregates", exit_on_error=False, description="count tasks")
     def _aggregates_worker(self, key: tuple, where: Filter, query: Filter | None) -> None:
+        worker = get_current_worker()
         try:
-            counts = self.store.counts(where)
-            engine_counts = self.store.engine_counts(query)
+            counts = self.store.counts(where, cancelled=lambda: worker.is_cancelled)
+            engine_counts = self.store.engine_counts(query, cancelled=lambda: worker.is_cancelled)
+        except ScanCancelled:
+            return
         except Exception as exc:  # sqlite3.Error from a filter the store cannot run: shown by _apply_view
             self.post_message(AggregatesReady(key, None, None, error=f"{type(exc).__name__}: {exc}"))
             return
-        if not get_current_worker().is_cancelled:
+        if not worker.is_cancelled:
             self.post_message(AggregatesReady(key, counts, engine_counts))
 
     def on_aggregates_ready(self, message: AggregatesReady) -> None:
@@ -553,6 +577,8 @@ class HubtopApp(App[None]):
         if key != self._agg_pending:
             return  # an older filter or store version: a newer request is under way
         self._agg_pending = None
+        if self._agg_again:
+            self.call_later(self._count_again)
         if counts is None or not self._main_ready():
             return
         same_filter = self._agg_key is not None and self._agg_key[1:] == key[1:]
@@ -565,10 +591,23 @@ class HubtopApp(App[None]):
                                             counts=engine_counts)
             self._update_status()
 
+    def _count_again(self) -> None:
+        """The store changed while the view's counts were computed: count it at its current version."""
+        if not self._agg_again:
+            return  # the user left the view meanwhile (_cancel_stale_aggregates)
+        self._agg_again = False
+        if not self._main_ready() or not self._main_visible():
+            return
+        if self._table().loading:
+            self._aggregates_waiting = True  # the rows first, as in refresh_views
+        elif not self._request_aggregates():
+            self._update_status()
+
     async def settle(self, timeout: float = 30.0) -> None:
         """Wait until the counts of the current view are shown (tests; scripts taking screenshots)."""
         deadline = time.monotonic() + timeout
-        while (self._agg_pending is not None or self._aggregates_waiting or (self._main_ready() and self._table().loading)) \
+        while (self._agg_pending is not None or self._agg_again or self._aggregates_waiting
+               or (self._main_ready() and self._table().loading)) \
                 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0)
@@ -629,6 +668,7 @@ class HubtopApp(App[None]):
         )
 
     def _apply_view(self, *, cursor_id: str | None | bool = False) -> None:
+        self._cancel_stale_aggregates()  # before the rows' read, which would wait behind its scan
         self._table().set_view(self.table_filter(), cursor_id=cursor_id)  # store errors: _query_failed
         # counts and engine rows are cached by (store version, filter): a pane switch re-reads neither
         self.refresh_views(force=True)

@@ -188,6 +188,87 @@ async def test_a_polls_counts_show_with_its_rows_and_a_scanning_filter_counts_in
         assert len(workers) == 1 and tab_label(app, "all").startswith("6 All ")
 
 
+async def test_leaving_a_filter_stops_its_count_scan(make_test_app, monkeypatch) -> None:
+    """A filter's count scan holds the store (1M tasks: 45 ms to 2 s); a new filter stops it, so the new
+    view's rows and counts do not wait for counts nobody will see. The scan stands in for one: it holds
+    the store's lock until told to stop (or 10 s)."""
+    from datasource.store import ScanCancelled
+
+    app, source = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        store = app.store
+        real = store.counts
+        scanning, stopped = threading.Event(), threading.Event()
+
+        def slow_counts(where=None, cancelled=None):
+            if "fit-2" in where[1]:
+                with store._lock:
+                    scanning.set()
+                    deadline = time.monotonic() + 10
+                    while time.monotonic() < deadline:
+                        if cancelled is not None and cancelled():
+                            stopped.set()
+                            raise ScanCancelled("stopped")
+                        time.sleep(0.002)
+            return real(where, cancelled)
+
+        monkeypatch.setattr(store, "counts", slow_counts)
+        app.set_filter("label:fit-2")
+        await pilot.pause()
+        deadline = time.monotonic() + 5
+        while not scanning.is_set() and time.monotonic() < deadline:
+            await pilot.pause(0.01)
+        assert scanning.is_set()
+        start = time.monotonic()
+        app.set_filter("label:fit-1")
+        await settled(app, pilot)
+        assert stopped.is_set() and time.monotonic() - start < 5
+        fit1 = sum(r.label == "fit-1" for r in source.records.values())
+        assert tab_label(app, "all") == f"6 All {fit1}"
+
+
+async def test_a_filter_counted_slower_than_the_polls_still_shows_its_counts(make_test_app, monkeypatch) -> None:
+    """Counting a filter at 1M tasks can take longer than the poll interval: a count under way for the same
+    view is let finish and shown, then the view is counted again at the store's new version. (Restarted at
+    every poll, the counts never landed.) Each count here lasts until the next poll has changed the store."""
+    import asyncio
+
+    app, source = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        store = app.store
+        real = store.counts
+        slow = [True]
+        counted: list[int] = []
+
+        def slower_than_a_poll(where=None, cancelled=None):
+            version = store.version
+            deadline = time.monotonic() + 10
+            while slow[0] and store.version == version and time.monotonic() < deadline:
+                time.sleep(0.002)
+            counted.append(version)
+            return real(where, cancelled)
+
+        monkeypatch.setattr(store, "counts", slower_than_a_poll)
+        app.set_filter("label:fit-1")
+        await pilot.pause()
+        shown: list[str] = []
+        for i in range(3):
+            add_records(source, 200 + 4 * i, 4)  # one fit-1 task each poll (200, 204, 208: labelled)
+            outcome = await asyncio.wrap_future(app.poller.submit())
+            app._after_poll(outcome)
+            for _ in range(50):
+                await pilot.pause(0.01)
+            shown.append(tab_label(app, "all"))
+        fit1 = sum(r.label == "fit-1" for r in source.records.values())
+        assert shown[0].startswith("6 All ") and shown[0] != "6 All 200", shown  # the filter's counts landed
+        slow[0] = False
+        await settled(app, pilot)
+        assert tab_label(app, "all") == f"6 All {fit1}"
+        assert len(counted) <= 5, counted  # not one scan per poll piling up behind the store's lock
+
+
 async def test_rows_read_in_a_worker_and_their_counts_land_together(make_test_app, monkeypatch) -> None:
     """A big store's rows are read in a worker; the counts are shown as those rows are installed, in the same
     handling (not by a message that arrives after the screen painted the rows)."""
