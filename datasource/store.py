@@ -560,6 +560,12 @@ class TaskStore:
                 distinct[column] = 1 + db.execute(
                     f"SELECT count(*) FROM (SELECT DISTINCT {column} FROM tasks WHERE {column} IS NOT NULL)"
                 ).fetchone()[0]
+            for column in ("duration", "completed"):
+                # Nearly every value is unique, but `x IS NULL` (a view's NULL range) is an equality on the
+                # full (x) index that matches every unfinished task: told it matches one row, SQLite read
+                # all 143k NULL durations for the Pending pane + engine:3 sorted by duration at 1M (200 ms).
+                nulls = db.execute(f"SELECT count(*) FROM tasks WHERE {column} IS NULL").fetchone()[0]
+                distinct[column] = max(1, n // max(1, nulls))
             rows = []
             for (name, where) in db.execute(
                 "SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'tasks'"

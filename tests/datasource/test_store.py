@@ -520,6 +520,36 @@ def test_matches_are_sorted_unless_an_index_the_filter_narrows_already_holds_the
     assert store._walk_is_narrowed(narrowed, (), "rowid")
 
 
+def test_a_views_null_range_is_not_read_through_the_nulls_of_every_other_view(monkeypatch) -> None:
+    """Sorted by duration, a pane's unfinished tasks are the view's NULL range (`duration IS NULL`, by rowid).
+    The planner statistics say how many tasks that matches: told it was one row per value, SQLite read every
+    NULL duration of the store through the (duration) index for the Pending pane + engine:3 (1M tasks: 143k
+    rows, 200 ms). The All pane's NULL range still reads that index in rowid order, without sorting."""
+    import datasource.store as store_mod
+    from datasource.store import view_ranges
+
+    monkeypatch.setattr(store_mod, "STATS_MIN_ROWS", 2_000)
+    store = TaskStore()
+    load(store, FakeSource(3_000, chunk=1_000))
+
+    def plan(where, sort_matches: bool) -> str:
+        statements: list[str] = []
+        store._db.set_trace_callback(statements.append)
+        try:
+            store.range_page(where, "rowid", True, limit=20, sort_matches=sort_matches)
+        finally:
+            store._db.set_trace_callback(None)
+        select = next(s for s in statements if s.startswith("SELECT") and "ORDER BY" in s)
+        return " | ".join(row[3] for row in store._query("EXPLAIN QUERY PLAN " + select))
+
+    for column in ("duration", "completed"):
+        nulls = view_ranges(column)[1][0]
+        narrowed = plan(combine(pane_filter("pending"), ("engine_id = ?", (3,)), nulls), True)
+        assert f"tasks_{column} " not in narrowed and "tasks_state_engine_id" in narrowed, narrowed
+        whole = plan(nulls, False)
+        assert f"INDEX tasks_{column} ({column}=?)" in whole and "TEMP B-TREE" not in whole, whole
+
+
 def test_the_total_is_read_without_waiting_for_a_scan() -> None:
     """The UI thread reads the total for every view refresh; a filter's count scan in a worker holds the
     store's lock for up to ~0.1 s at 1M tasks, and the total must not wait for it."""
