@@ -272,23 +272,28 @@ async def measure_keys(app: Any, pilot: Any) -> dict[str, dict[str, float]]:
     table.focus()  # the keys go where a user's go: page down and cursor moves in the task table
     await _settle(pilot)
     lat: dict[str, list[float]] = {"pane": [], "pagedown": [], "sort": [], "filter": [], "down": []}
+    trace: list[tuple[str, str, str, float]] = []  # (kind, key or filter, the table's sort, ms): in the JSON
+
+    def timed(kind: str, what: str, seconds: float) -> None:
+        lat[kind].append(seconds)
+        trace.append((kind, what, f"{table.sort}{' desc' if table.descending else ''}", round(1000 * seconds, 1)))
     rounds = 4
     for _ in range(rounds):
         for key in ("2", "3", "4", "5", "6", "1"):
-            lat["pane"].append(await key_latency(app, pilot, key))
+            timed("pane", key, await key_latency(app, pilot, key))
         await key_latency(app, pilot, "6")  # the All pane: the biggest
         row = table.cursor_row
         for _ in range(5):
-            lat["pagedown"].append(await key_latency(app, pilot, "pagedown"))
+            timed("pagedown", "pagedown", await key_latency(app, pilot, "pagedown"))
         if table.cursor_row <= row:
             raise SystemExit("page down did not move the task table's cursor: the keys are not measured")
         for _ in range(5):
-            lat["down"].append(await key_latency(app, pilot, "down"))
+            timed("down", "down", await key_latency(app, pilot, "down"))
         for _ in range(4):
-            lat["sort"].append(await key_latency(app, pilot, "s"))
+            timed("sort", "s", await key_latency(app, pilot, "s"))
         for text in ("state:failed", "label:batch-1", "engine:3", "ename:ValueError"):
-            lat["filter"].append(await call_latency(app, pilot, lambda t=text: app.set_filter(t)))
-            lat["filter"].append(await key_latency(app, pilot, "escape"))  # clear it again
+            timed("filter", text, await call_latency(app, pilot, lambda t=text: app.set_filter(t)))
+            timed("filter", f"escape {text}", await key_latency(app, pilot, "escape"))  # clear it again
         await key_latency(app, pilot, "home")
     out = {}
     for kind, values in lat.items():
@@ -297,6 +302,7 @@ async def measure_keys(app: Any, pilot: Any) -> dict[str, dict[str, float]]:
     every = [v for values in lat.values() for v in values]
     out["all"] = {"n": len(every), "p50_ms": 1000 * pct(every, 0.5), "p95_ms": 1000 * pct(every, 0.95),
                   "max_ms": 1000 * max(every)}
+    out["trace"] = trace  # type: ignore[assignment]
     app.poller.resume()
     return out
 

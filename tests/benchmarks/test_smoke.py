@@ -60,6 +60,7 @@ def test_runner_produces_a_well_formed_table(tmp_path: Path) -> None:
     for key in ("first_paint_s", "loaded_s", "idle_cpu_pct", "poll_work_ms", "rss_mb"):
         assert math.isfinite(app[key]) and app[key] >= 0, key
     assert app["keys"]["all"]["n"] > 0
+    assert len(app["keys"]["trace"]) == app["keys"]["all"]["n"]  # every key, with its view, for tracing
     hub = size["hub"]
     assert hub["db_query_s"] > 0 and hub["db_request_raw_s"] > 0
     assert hub["hub_source"]["tasks"] == 2000 and hub["hub_source"]["ok"]
