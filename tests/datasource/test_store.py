@@ -4,7 +4,7 @@ import dataclasses
 import threading
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import pytest
 
@@ -21,10 +21,24 @@ from datasource.store import (
 )
 from tests.fakes import ENGINE_UUIDS, FakeSource, make_record
 
+T = TypeVar("T")
+
 
 def load(store: TaskStore, source: FakeSource) -> None:
     for delta in source.sync():
         store.apply(delta)
+
+
+def planned(store: TaskStore, read: Callable[[], T]) -> tuple[T, str]:
+    """What `read()` returns, and SQLite's plan for the first statement it ran that orders rows."""
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    try:
+        result = read()
+    finally:
+        store._db.set_trace_callback(None)
+    select = next(s for s in statements if s.startswith("SELECT") and "ORDER BY" in s)
+    return result, " | ".join(row[3] for row in store._query("EXPLAIN QUERY PLAN " + select))
 
 
 @contextmanager
@@ -439,18 +453,10 @@ def test_a_filtered_view_in_the_default_order_walks_an_index_without_sorting(mon
     store = TaskStore()
     load(store, source)
     assert store._query("SELECT count(*) FROM sqlite_stat1")[0][0] > 0  # the load wrote them
-    statements: list[str] = []
     for column, value in (("engine_id", 3), ("label", "fit-1"), ("ename", "KeyError")):
         where = (f"{column} = ?", (value,))
-        statements.clear()
-        store._db.set_trace_callback(statements.append)
-        try:
-            page = store.page(where, sort="submitted", descending=True, limit=20)
-        finally:
-            store._db.set_trace_callback(None)
+        page, plan = planned(store, lambda: store.page(where, sort="submitted", descending=True, limit=20))
         assert page and all(getattr(r, column) == value for r in page)
-        select = next(s for s in statements if s.startswith("SELECT"))
-        plan = " | ".join(row[3] for row in store._query("EXPLAIN QUERY PLAN " + select))
         assert f"INDEX tasks_{column}_submitted" in plan and "TEMP B-TREE" not in plan, plan
         # the counts of the same filter still come from their covering index, in GROUP BY order
         grouped = " | ".join(row[3] for row in store._query(
@@ -469,21 +475,13 @@ def test_a_filtered_view_sorted_by_state_reads_the_filters_index_in_order(monkey
     source = FakeSource(3_000, chunk=1_000)
     store = TaskStore()
     load(store, source)
-    statements: list[str] = []
     for column, value in (("engine_id", 3), ("label", "fit-1"), ("ename", "KeyError")):
         where = (f"{column} = ?", (value,))
         for descending in (False, True):
-            statements.clear()
-            store._db.set_trace_callback(statements.append)
-            try:
-                page = store.page(where, sort="state", descending=descending, limit=20)
-            finally:
-                store._db.set_trace_callback(None)
+            page, plan = planned(store, lambda: store.page(where, sort="state", descending=descending, limit=20))
             assert page and all(getattr(r, column) == value for r in page)
             states = [r.state.value for r in page]
             assert states == sorted(states, reverse=descending)
-            select = next(s for s in statements if s.startswith("SELECT"))
-            plan = " | ".join(row[3] for row in store._query("EXPLAIN QUERY PLAN " + select))
             assert f"INDEX tasks_state_{column}" in plan and "TEMP B-TREE" not in plan, plan
 
 
@@ -498,15 +496,9 @@ def test_matches_are_sorted_unless_an_index_the_filter_narrows_already_holds_the
     load(store, FakeSource(3_000, chunk=1_000))
 
     def plan_of_page(where: tuple[str, tuple]) -> str:
-        statements: list[str] = []
-        store._db.set_trace_callback(statements.append)
-        try:
-            rows = store.range_page(where, "state", False, limit=20, sort_matches=True)
-        finally:
-            store._db.set_trace_callback(None)
+        rows, plan = planned(store, lambda: store.range_page(where, "state", False, limit=20, sort_matches=True))
         assert rows
-        select = next(s for s in statements if s.startswith("SELECT"))
-        return " | ".join(row[3] for row in store._query("EXPLAIN QUERY PLAN " + select))
+        return plan
 
     walked = plan_of_page(("engine_id = ?", (3,)))
     assert "INDEX tasks_state_engine_id" in walked and "TEMP B-TREE" not in walked, walked
@@ -533,14 +525,7 @@ def test_a_views_null_range_is_not_read_through_the_nulls_of_every_other_view(mo
     load(store, FakeSource(3_000, chunk=1_000))
 
     def plan(where, sort_matches: bool) -> str:
-        statements: list[str] = []
-        store._db.set_trace_callback(statements.append)
-        try:
-            store.range_page(where, "rowid", True, limit=20, sort_matches=sort_matches)
-        finally:
-            store._db.set_trace_callback(None)
-        select = next(s for s in statements if s.startswith("SELECT") and "ORDER BY" in s)
-        return " | ".join(row[3] for row in store._query("EXPLAIN QUERY PLAN " + select))
+        return planned(store, lambda: store.range_page(where, "rowid", True, limit=20, sort_matches=sort_matches))[1]
 
     for column in ("duration", "completed"):
         nulls = view_ranges(column)[1][0]
@@ -594,17 +579,9 @@ def test_a_view_with_few_matches_is_sorted_not_walked(monkeypatch) -> None:
     source = FakeSource(3_000, chunk=1_000)
     store = TaskStore()
     load(store, source)
-    statements: list[str] = []
 
     def plan(where, **kwargs) -> tuple[list, str]:
-        statements.clear()
-        store._db.set_trace_callback(statements.append)
-        try:
-            rows = store.page(where, sort="duration", descending=True, limit=40, **kwargs)
-        finally:
-            store._db.set_trace_callback(None)
-        select = next(s for s in statements if s.startswith("SELECT"))
-        return rows, " | ".join(row[3] for row in store._query("EXPLAIN QUERY PLAN " + select))
+        return planned(store, lambda: store.page(where, sort="duration", descending=True, limit=40, **kwargs))
 
     for value in ("division by zero", "no such error"):
         where = ("evalue = ?", (value,))
