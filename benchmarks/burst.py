@@ -109,7 +109,7 @@ def poll_parts(hub: HubBench, bursts: int, tasks: int, verbose_limit: int | None
                     acc["poll (whole step)"] += time.thread_time() - t
                     counts["added"] += outcome.added
                     counts["changed"] += outcome.changed
-                stop.wait(1.0)
+                stop.wait(poller.next_delay(1.0))  # as the app waits: spaced out while busy
 
         thread = threading.Thread(target=loop, name="burst-poll")
         thread.start()

@@ -2,7 +2,10 @@
 
 The caller (the TUI, the CLI loop) calls `step()`, or `submit()` to run it on the poller's own
 background-priority thread (see priority.py), waits `next_delay(interval)`, and calls it again: polls
-never overlap. `step()` never raises: a source error becomes a "retrying"
+never overlap. While the tasks change faster than BUSY_RATE a second, `next_delay` spaces the polls out to
+`busy_interval` (see `busy_rate`): hubtop's work grows with every row it reads and writes, a row read
+later is often read once instead of twice (submitted, then done), and a table changing hundreds of rows a
+second cannot be read row by row anyway. `step()` never raises: a source error becomes a "retrying"
 status with exponential backoff, anything unexpected is logged (with its traceback) to the `hubtop`
 logger and reported as one line. The UI thread reads `status` while a step runs: it gets a copy made
 under a lock.
@@ -24,12 +27,19 @@ from .priority import background_executor
 from .sources.base import Delta, Source, SourceError
 from .store import TaskStore
 
-__all__ = ["PollStatus", "PollOutcome", "Poller", "RECENT_WARNING_SECONDS"]
+__all__ = ["PollStatus", "PollOutcome", "Poller", "RECENT_WARNING_SECONDS", "BUSY_RATE", "CALM_RATE", "BUSY_INTERVAL", "RATE_SPAN"]
 
 log = logging.getLogger("hubtop")
 
 _RECENT_WARNINGS = 5  # recent (per-poll) warnings kept in the status next to the standing ones...
 RECENT_WARNING_SECONDS = 300.0  # ...for this long after they were last raised
+# Task changes a second (rows added, changed or removed, a load's rows aside) above which the polls are spaced
+# out to the busy interval, and below which they are back at the chosen one. A hundred changes a second is a
+# steady cluster that hubtop follows every poll (~1 % of a core); a burst of trivial tasks is thousands.
+BUSY_RATE = 200.0
+CALM_RATE = 100.0
+BUSY_INTERVAL = 4.0  # seconds between polls while busy (two of the SQLite Hub's commits, which come every 2 s)
+RATE_SPAN = 2.0  # the shortest span a rate is measured over (see _pace)
 
 
 @dataclass
@@ -40,6 +50,7 @@ class PollStatus:
     retry_in: float | None = None  # seconds until the next attempt while retrying
     failures: int = 0  # consecutive failures
     warnings: list[str] = field(default_factory=list)  # standing (capabilities) + recent (deltas) warnings
+    busy_rate: float | None = None  # task changes a second while the polls are spaced out (see BUSY_RATE)
 
 
 @dataclass
@@ -62,12 +73,14 @@ class Poller:
         clock: Callable[[], float] = time.monotonic,
         on_delta: Callable[[Delta], None] | None = None,
         max_backoff: float = 20.0,
+        busy_interval: float = BUSY_INTERVAL,
     ) -> None:
         self.source = source
         self.store = store
         self.clock = clock
         self.on_delta = on_delta
         self.max_backoff = max_backoff
+        self.busy_interval = busy_interval  # 0: never space the polls out
         self._lock = threading.Lock()  # guards the status fields
         self._stepping = threading.Lock()  # held by the step() in progress
         self._opened = False
@@ -84,6 +97,9 @@ class Poller:
         self._standing: list[str] = []
         self._recent: dict[str, float] = {}  # warning -> clock() when last raised (insertion = age order)
         self._thread: ThreadPoolExecutor | None = None  # submit()'s thread, made at the first submit
+        self._rate_from: tuple[float, int] | None = None  # (clock() at the span's start, changes since)
+        self._rate: float | None = None  # task changes a second over the last span measured
+        self._busy = False
 
     # -- status (any thread) -------------------------------------------------------------------
 
@@ -108,6 +124,7 @@ class Poller:
             retry_in=retry_in,
             failures=self._failures,
             warnings=list(self._standing) + [w for w in self._recent_locked() if w not in self._standing],
+            busy_rate=self._rate if self._busy else None,
         )
 
     def age(self) -> float | None:
@@ -117,11 +134,22 @@ class Poller:
         return None if last is None else max(0.0, self.clock() - last)
 
     def next_delay(self, interval: float) -> float:
-        """How long the caller waits before the next step(): the interval, or the backoff when retrying."""
+        """How long the caller waits before the next step(): the interval, the busy interval while the tasks
+        change fast (when longer), or the backoff when retrying."""
         with self._lock:
             if self._state == "retrying" and self._retry_at is not None and not self._paused:
                 return max(0.0, self._retry_at - self.clock())
-        return interval
+        return self.interval_for(interval)
+
+    def interval_for(self, interval: float) -> float:
+        """The seconds between polls for a chosen `interval`, now (what the status line shows)."""
+        return max(interval, self.busy_interval) if self._busy else interval
+
+    @property
+    def busy_rate(self) -> float | None:
+        """Task changes a second while the polls are spaced out to the busy interval; None otherwise."""
+        with self._lock:
+            return self._rate if self._busy else None
 
     @property
     def paused(self) -> bool:
@@ -193,9 +221,13 @@ class Poller:
             if not self._opened:
                 return PollOutcome(status=self.status, event=event)
         outcome = PollOutcome(status=self.status)  # status refreshed when the sync ends
+        changes = 0  # outside a load: what the busy rate counts
         try:
             for delta in self.source.sync():
+                in_load = self.store.loading or delta.reset or delta.loading or delta.filling is not None
                 result = self.store.apply(delta)
+                if not in_load:
+                    changes += result.added + result.changed + result.removed
                 if self.store.loading:
                     self._loading_progress()
                 if self.on_delta is not None:
@@ -213,6 +245,7 @@ class Poller:
         self._refresh_standing()
         self._note_warnings(outcome.warnings)
         with self._lock:
+            self._pace(changes)
             outcome.event = "reconnected" if self._healthy is False else None
             self._healthy = True
             self._failures = 0
@@ -285,6 +318,28 @@ class Poller:
             return
         with self._lock:
             self._standing = standing
+
+    def _pace(self, changes: int) -> None:
+        """Busy or not, from the task changes a second since the span began (under the lock). A span is at least
+        RATE_SPAN long, so that a Hub committing every 2 s does not double its rate in the poll that sees a commit;
+        a shorter one decides early only when it already makes a busy rate over RATE_SPAN (a burst's first poll)."""
+        now = self.clock()
+        if self._rate_from is None or self.store.loading:
+            self._rate_from = (now, 0)  # the first sync is a load: the rate starts at its end
+            return
+        since, counted = self._rate_from
+        counted += changes
+        span = now - since
+        rate = counted / max(span, RATE_SPAN)
+        if span < RATE_SPAN and (self._busy or rate <= BUSY_RATE):
+            self._rate_from = (since, counted)
+            return
+        self._rate_from = (now, 0)
+        self._rate = rate
+        if self.busy_interval > 0:
+            self._busy = rate >= CALM_RATE if self._busy else rate > BUSY_RATE
+        else:
+            self._busy = False
 
     def _recent_locked(self) -> list[str]:
         horizon = self.clock() - RECENT_WARNING_SECONDS

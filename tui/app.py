@@ -25,7 +25,7 @@ from textual.timer import Timer
 from textual.widgets import Header, Tabs
 from textual.worker import get_current_worker
 
-from datasource.poller import Poller, PollOutcome
+from datasource.poller import BUSY_INTERVAL, Poller, PollOutcome
 from datasource.sources.base import Capabilities, Delta, Source
 from datasource.store import PANES, Filter, ScanCancelled, TaskStore, combine, pane_filter
 
@@ -122,6 +122,7 @@ class HubtopApp(App[None]):
         choices: list | None = None,
         read_only: bool = False,
         poll_interval: float = 1.0,
+        busy_interval: float = BUSY_INTERVAL,
         theme: str | None = None,
         keymap: dict[str, str] | None = None,
         clock: Callable[[], float] | None = None,
@@ -134,6 +135,7 @@ class HubtopApp(App[None]):
         self.choices = choices
         self._read_only = read_only
         self.interval = poll_interval
+        self.busy_interval = busy_interval
         self.clock = clock or time.monotonic
         self._now = now or (lambda: datetime.now(timezone.utc))
         self.autopoll = autopoll
@@ -347,7 +349,7 @@ class HubtopApp(App[None]):
         self._started()
 
     def _poller_of(self, source: Source) -> Poller:
-        return Poller(source, self.store, clock=self.clock, on_delta=self._delta_applied)
+        return Poller(source, self.store, clock=self.clock, on_delta=self._delta_applied, busy_interval=self.busy_interval)
 
     def _delta_applied(self, delta: Delta) -> None:
         """On the poll thread: a load's first rows and its counts are worth a frame at once (the first
@@ -655,7 +657,7 @@ class HubtopApp(App[None]):
             StatusInfo(
                 state=state,
                 message=message,
-                interval=self.interval,
+                interval=self.poller.interval_for(self.interval),
                 age=self.poller.age(),
                 total=total,
                 matching=all_matching if filtered else None,
@@ -664,6 +666,7 @@ class HubtopApp(App[None]):
                 read_only=self.read_only,
                 warnings=warnings,
                 marked=len(self._table().marks),
+                busy_rate=status.busy_rate,
             )
         )
 
@@ -901,6 +904,7 @@ def make_app(
     choices: list | None = None,
     read_only: bool = False,
     poll_interval: float = 1.0,
+    busy_interval: float = BUSY_INTERVAL,
     theme: str | None = None,
     keymap: dict[str, str] | None = None,
     clock: Callable[[], float] | None = None,
@@ -913,6 +917,7 @@ def make_app(
         choices=choices,
         read_only=read_only,
         poll_interval=poll_interval,
+        busy_interval=busy_interval,
         theme=theme,
         keymap=keymap,
         clock=clock,

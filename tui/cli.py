@@ -378,7 +378,7 @@ def _run_watch(args: argparse.Namespace, cfg: Config) -> int:
 
     source = source_from_args(args, cfg)
     store = TaskStore()
-    poller = Poller(_Tap(source, store, emit, keep), store)
+    poller = Poller(_Tap(source, store, emit, keep), store, busy_interval=cfg.busy_interval)
     polls = 0
     loaded = False
     try:
@@ -485,7 +485,7 @@ def build_app(args: argparse.Namespace, cfg: Config, *, source=None):
     theme = getattr(args, "theme", None) or cfg.theme
     _check_keymap(cfg)
     app = make_app(source, choices=choices, read_only=settings["read_only"],
-                   poll_interval=getattr(args, "interval", None) or cfg.interval,
+                   poll_interval=getattr(args, "interval", None) or cfg.interval, busy_interval=cfg.busy_interval,
                    theme=None, keymap=dict(cfg.keys) or None)
     if theme is not None:
         themes = getattr(app, "available_themes", {})

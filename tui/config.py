@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from datasource.poller import BUSY_INTERVAL
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -35,6 +37,7 @@ class Config:
     cluster_id: str | None = None
     hub: str | None = None  # a Hub connection file paired with a database source
     interval: float = 1.0  # seconds between polls
+    busy_interval: float = BUSY_INTERVAL  # seconds between polls while the tasks change fast; 0: never longer
     theme: str | None = None  # a Textual theme name
     read_only: bool = False
     direct: bool = True  # False: always go through the Hub, never read the database file directly
@@ -49,6 +52,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "cluster_id": ((str,), "a string"),
     "hub": ((str,), "a string (path to a connection file)"),
     "interval": ((int, float), "a number of seconds"),
+    "busy_interval": ((int, float), "a number of seconds"),
     "theme": ((str,), "a string (a Textual theme name)"),
     "read_only": ((bool,), "true or false"),
     "direct": ((bool,), "true or false"),
@@ -113,6 +117,10 @@ def parse_config(raw: Mapping[str, Any], path: Path | None = None) -> Config:
             value = float(value)
             if not value > 0 or value != value or value == float("inf"):
                 raise ConfigError(f"{where}: key 'interval' must be a number of seconds > 0, not {value:g}")
+        elif key == "busy_interval":
+            value = float(value)
+            if not value >= 0 or value == float("inf"):
+                raise ConfigError(f"{where}: key 'busy_interval' must be a number of seconds >= 0 (0: off), not {value:g}")
         elif key == "keys":
             value = _parse_keys(value, where)
         elif isinstance(value, str):

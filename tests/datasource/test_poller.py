@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from datasource.model import State
-from datasource.poller import RECENT_WARNING_SECONDS, Poller
+from datasource.poller import BUSY_INTERVAL, RATE_SPAN, RECENT_WARNING_SECONDS, Poller
 from datasource.sources.base import Capabilities, Delta, SourceUnavailable
 from datasource.store import TaskStore
 from tests.fakes import FakeSource
@@ -378,3 +378,119 @@ def test_submit_steps_on_one_background_priority_thread() -> None:
     poller.close()
     assert poller.submit().result(timeout=10).added == 0  # closed: nothing runs, nothing raises
     assert closed == [True] and len(seen) == 2
+
+
+def _new_tasks(source: FakeSource, n: int, start: int) -> None:
+    from tests.fakes import make_record
+
+    for i in range(start, start + n):
+        rec = make_record(i, session="b0b0b0b0-0000000000000000000000bb")
+        source.records[rec.msg_id] = rec
+
+
+def test_polls_are_spaced_out_while_the_tasks_change_fast_and_back_when_calm() -> None:
+    source, store, poller, clock = make(20_000, chunk=1_000)  # a load of 20 chunks: counted as no change
+    poller.step()
+    assert store.total == 20_000
+    assert poller.next_delay(1.0) == 1.0 and poller.status.busy_rate is None
+    # 150 changes/s as a SQLite Hub writes them (a commit every 2 s): 300, then nothing. Not busy: the rate
+    # is measured over RATE_SPAN, not over the one poll that saw the commit
+    for k, changes in enumerate((300, 0, 300, 0)):
+        clock.now += 1.0
+        _new_tasks(source, changes, 100_000 * k)
+        poller.step()
+        assert poller.status.state == "connected"
+        assert poller.next_delay(1.0) == 1.0 and poller.status.busy_rate is None
+
+    clock.now += 1.0
+    _new_tasks(source, 1_000, 1_000_000)  # a burst's first poll: busy at once
+    poller.step()
+    assert poller.next_delay(1.0) == BUSY_INTERVAL and poller.interval_for(1.0) == BUSY_INTERVAL
+    assert poller.status.busy_rate == pytest.approx(1_000 / RATE_SPAN)
+    assert poller.next_delay(10.0) == 10.0  # a longer chosen interval stays
+
+    clock.now += BUSY_INTERVAL
+    _new_tasks(source, 480, 2_000_000)  # 120/s: under BUSY_RATE, above CALM_RATE: still busy (no flapping)
+    poller.step()
+    assert poller.next_delay(1.0) == BUSY_INTERVAL and poller.status.busy_rate == pytest.approx(120.0)
+
+    clock.now += 0.2  # `r`: a refresh forced right after, nothing new: too short a span to call it calm
+    poller.step()
+    assert poller.next_delay(1.0) == BUSY_INTERVAL
+
+    clock.now += BUSY_INTERVAL
+    _new_tasks(source, 40, 3_000_000)  # 10/s: calm again
+    poller.step()
+    assert poller.next_delay(1.0) == 1.0 and poller.status.busy_rate is None
+
+
+def test_a_refresh_right_after_a_poll_does_not_make_a_rate() -> None:
+    source, store, poller, clock = make(100)
+    poller.step()
+    clock.now += 1.0
+    _new_tasks(source, 150, 0)
+    poller.step()
+    clock.now += 0.1  # `r`: a forced poll 0.1 s later, 150 more changes: 300 over 2 s at least, not 1,500/s
+    _new_tasks(source, 150, 1_000)
+    poller.step()
+    assert poller.next_delay(1.0) == 1.0 and poller.status.busy_rate is None
+
+
+def test_busy_interval_zero_never_spaces_the_polls_out() -> None:
+    source = FakeSource(100)
+    clock = Clock()
+    poller = Poller(source, TaskStore(), clock=clock, busy_interval=0)
+    poller.step()
+    clock.now += 1.0
+    _new_tasks(source, 5_000, 0)
+    poller.step()
+    assert poller.next_delay(1.0) == 1.0 and poller.status.busy_rate is None
+
+
+def test_while_retrying_the_backoff_wins_over_the_busy_interval() -> None:
+    source, store, poller, clock = make(100)
+    poller.step()
+    clock.now += 1.0
+    _new_tasks(source, 1_000, 0)
+    poller.step()
+    assert poller.next_delay(1.0) == BUSY_INTERVAL
+    source.fail_next = 1
+    poller.step()
+    assert poller.status.state == "retrying" and poller.next_delay(1.0) == 2.0
+
+
+def test_a_real_burst_spaces_the_polls_out_until_the_cluster_is_calm(fresh_cluster) -> None:
+    """A real Hub (SQLite, read directly) running a burst of trivial tasks: the polls that see it are busy
+    (hundreds of changes a second), and once every task is recorded done they are back at the interval."""
+    import time
+
+    from datasource.sources.open import open_source
+    from tests.cluster_workload import connect, _ok
+
+    cluster = fresh_cluster("sqlite", n=2)
+    store = TaskStore()
+    poller = Poller(open_source(str(cluster.connection_file), direct=True), store)
+    rc = connect(cluster.connection_file)
+    try:
+        poller.step()
+        assert poller.status.state == "connected" and not store.loading
+        ar = rc.load_balanced_view().map_async(_ok, range(1_000), chunksize=1)
+        busy_rates = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            poller.step()
+            if poller.status.busy_rate is not None:
+                busy_rates.append(poller.status.busy_rate)
+                assert poller.next_delay(1.0) == BUSY_INTERVAL
+            if ar.ready() and store.counts()["succeeded"] == 1_000:
+                break
+        ar.get(timeout=10)
+        assert busy_rates and max(busy_rates) > 200, busy_rates
+        for _ in range(3):  # nothing changes any more: calm at the next rate measured
+            time.sleep(0.5)
+            poller.step()
+        assert poller.status.busy_rate is None and poller.next_delay(1.0) == 1.0
+    finally:
+        rc.close()
+        poller.close()

@@ -897,6 +897,36 @@ def test_the_status_line_shows_a_fill_under_way() -> None:
     assert "times" not in StatusBar.render_info(StatusInfo("connected", "connected", 1.0, 0.2, 10)).plain
 
 
+def test_the_status_line_says_when_a_busy_cluster_spaces_the_polls_out() -> None:
+    from tui.widgets.status_bar import StatusInfo
+
+    busy = StatusInfo("connected", "connected", 4.0, 3.5, 10, busy_rate=437.2)
+    assert "10 tasks · every 4 s: 440 changes/s" in StatusBar.render_info(busy).plain
+    assert "updated" not in StatusBar.render_info(busy).plain  # 3.5 s is what 4 s polls explain
+    assert "every 1 s" in StatusBar.render_info(StatusInfo("connected", "connected", 1.0, 0.2, 10)).plain
+
+
+async def test_a_busy_cluster_spaces_the_polls_out_and_the_status_line_says_so(make_test_app, clock) -> None:
+    app, source = make_test_app(n=300)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        clock.advance(1.0)
+        add_records(source, 300, 2_000)  # 2,000 new tasks in a second: the first poll that sees them is busy
+        await started(app, pilot)
+        await settled(app, pilot)
+        bar = app.screen_main().query_one(StatusBar)
+        assert "every 4 s: 1,000 changes/s" in bar.text
+        app.autopoll = True
+        app._arm_poll()  # the next poll is armed as after any poll: 4 s away
+        assert app._poll_timer is not None and app._poll_timer._interval == 4.0
+        app.autopoll = False
+        app._poll_timer.stop()
+        clock.advance(4.0)
+        await started(app, pilot)  # nothing new in 4 s: calm, back to the chosen interval
+        await settled(app, pilot)
+        assert "every 1 s" in bar.text and "changes/s" not in bar.text
+
+
 def test_the_status_line_shows_the_age_only_once_the_polling_does_not_explain_it() -> None:
     from tui.widgets.status_bar import FRESH_SLACK, StatusInfo
 

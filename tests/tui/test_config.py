@@ -18,6 +18,7 @@ profile = "gpu"
 cluster_id = "t1"
 hub = "/tmp/ipcontroller-client.json"
 interval = 2
+busy_interval = 6
 theme = "nord"
 read_only = true
 direct = false
@@ -52,6 +53,7 @@ def test_good_file(tmp_path):
     assert cfg.source == str(Path.home() / "runs/tasks.db")
     assert (cfg.profile, cfg.cluster_id, cfg.hub) == ("gpu", "t1", "/tmp/ipcontroller-client.json")
     assert cfg.interval == 2.0 and isinstance(cfg.interval, float)
+    assert cfg.busy_interval == 6.0 and isinstance(cfg.busy_interval, float)
     assert cfg.theme == "nord" and cfg.read_only is True and cfg.direct is False
     assert cfg.keys == {"app.quit": "ctrl+q,f10", "refresh": "f5"}
     assert cfg.path == p
@@ -88,6 +90,9 @@ def test_env_var_to_a_missing_file_is_an_error(tmp_path, monkeypatch):
         ("interval = -1.5\n", r"key 'interval' must be a number of seconds > 0"),
         ("interval = true\n", r"key 'interval' must be a number of seconds, not the boolean true"),
         ("interval = nan\n", r"key 'interval' must be a number of seconds > 0"),
+        ("busy_interval = -1\n", r"key 'busy_interval' must be a number of seconds >= 0 \(0: off\), not -1"),
+        ("busy_interval = inf\n", r"key 'busy_interval' must be a number of seconds >= 0"),
+        ("busy_interval = '4 s'\n", r"key 'busy_interval' must be a number of seconds, not the string '4 s'"),
         ("read_only = 'yes'\n", r"key 'read_only' must be true or false, not the string 'yes'"),
         ("direct = 1\n", r"key 'direct' must be true or false, not the number 1"),
         ("profile = 3\n", r"key 'profile' must be a string, not the number 3"),
@@ -182,9 +187,9 @@ def test_dashboard_applies_theme_keys_and_interval(tmp_path):
     from tests.fakes import FakeSource
     from tui.cli import build_app
 
-    cfg = load_config(write(tmp_path, 'theme = "nord"\ninterval = 3\n[keys]\n"main.quit" = "f10"\n'))
+    cfg = load_config(write(tmp_path, 'theme = "nord"\ninterval = 3\nbusy_interval = 0\n[keys]\n"main.quit" = "f10"\n'))
     app = build_app(_dashboard_args([]), cfg, source=FakeSource(5))
-    assert app.theme == "nord" and app.interval == 3.0
+    assert app.theme == "nord" and app.interval == 3.0 and app.busy_interval == 0.0
     assert app._keymap == {"main.quit": "f10"}  # handed to App.set_keymap
     app = build_app(_dashboard_args(["--theme", "dracula", "--interval", "0.5"]), cfg, source=FakeSource(5))
     assert app.theme == "dracula" and app.interval == 0.5

@@ -30,7 +30,7 @@ _STATE_COLOUR = {
 class StatusInfo:
     state: str  # poller state: connecting | loading | connected | retrying | paused
     message: str
-    interval: float
+    interval: float  # seconds between polls, as they are now (spaced out while the cluster is busy)
     age: float | None  # seconds since the last successful poll
     total: int  # tasks in the store
     matching: int | None = None  # tasks matching the filter/engine selection (None: no filter)
@@ -39,6 +39,7 @@ class StatusInfo:
     read_only: bool = False
     marked: int = 0
     warnings: list[str] = field(default_factory=list)
+    busy_rate: float | None = None  # task changes a second while the polls are spaced out (Poller.busy_rate)
 
 
 class StatusBar(Static):
@@ -103,7 +104,11 @@ class StatusBar(Static):
                                              done=fmt.thousands(done), total=fmt.thousands(total)))
         if info.marked:
             parts.append(Content.from_markup("[$accent]$n marked[/]", n=fmt.thousands(info.marked)))
-        parts.append(Content(f"every {info.interval:g} s"))
+        if info.busy_rate is not None:
+            parts.append(Content.from_markup("[$warning]every $interval s: $rate changes/s[/]",
+                                             interval=f"{info.interval:g}", rate=f"{float(f'{info.busy_rate:.2g}'):,.0f}"))
+        else:
+            parts.append(Content(f"every {info.interval:g} s"))
         if info.read_only:
             parts.append(Content.from_markup("[$warning]read-only[/]"))
         for w in info.warnings:
