@@ -380,12 +380,17 @@ def test_submit_steps_on_one_background_priority_thread() -> None:
     assert closed == [True] and len(seen) == 2
 
 
-def _new_tasks(source: FakeSource, n: int, start: int) -> None:
+def _poll_later(source: FakeSource, poller: Poller, clock: Clock, seconds: float, new_tasks: int = 0) -> None:
+    """`seconds` later, after `new_tasks` tasks were submitted: one poll."""
     from tests.fakes import make_record
 
-    for i in range(start, start + n):
+    start = len(source.records)
+    for i in range(start, start + new_tasks):
         rec = make_record(i, session="b0b0b0b0-0000000000000000000000bb")
         source.records[rec.msg_id] = rec
+    clock.now += seconds
+    poller.step()
+    assert poller.status.state == "connected"
 
 
 def test_polls_are_spaced_out_while_the_tasks_change_fast_and_back_when_calm() -> None:
@@ -395,64 +400,45 @@ def test_polls_are_spaced_out_while_the_tasks_change_fast_and_back_when_calm() -
     assert poller.next_delay(1.0) == 1.0 and poller.status.busy_rate is None
     # 150 changes/s as a SQLite Hub writes them (a commit every 2 s): 300, then nothing. Not busy: the rate
     # is measured over RATE_SPAN, not over the one poll that saw the commit
-    for k, changes in enumerate((300, 0, 300, 0)):
-        clock.now += 1.0
-        _new_tasks(source, changes, 100_000 * k)
-        poller.step()
-        assert poller.status.state == "connected"
+    for changes in (300, 0, 300, 0):
+        _poll_later(source, poller, clock, 1.0, changes)
         assert poller.next_delay(1.0) == 1.0 and poller.status.busy_rate is None
 
-    clock.now += 1.0
-    _new_tasks(source, 1_000, 1_000_000)  # a burst's first poll: busy at once
-    poller.step()
+    _poll_later(source, poller, clock, 1.0, 1_000)  # a burst's first poll: busy at once
     assert poller.next_delay(1.0) == BUSY_INTERVAL and poller.interval_for(1.0) == BUSY_INTERVAL
     assert poller.status.busy_rate == pytest.approx(1_000 / RATE_SPAN)
     assert poller.next_delay(10.0) == 10.0  # a longer chosen interval stays
 
-    clock.now += BUSY_INTERVAL
-    _new_tasks(source, 480, 2_000_000)  # 120/s: under BUSY_RATE, above CALM_RATE: still busy (no flapping)
-    poller.step()
+    _poll_later(source, poller, clock, BUSY_INTERVAL, 480)  # 120/s: under BUSY_RATE, above CALM_RATE: still busy
     assert poller.next_delay(1.0) == BUSY_INTERVAL and poller.status.busy_rate == pytest.approx(120.0)
 
-    clock.now += 0.2  # `r`: a refresh forced right after, nothing new: too short a span to call it calm
-    poller.step()
+    _poll_later(source, poller, clock, 0.2)  # `r`: a refresh forced right after, nothing new: too short to be calm
     assert poller.next_delay(1.0) == BUSY_INTERVAL
 
-    clock.now += BUSY_INTERVAL
-    _new_tasks(source, 40, 3_000_000)  # 10/s: calm again
-    poller.step()
+    _poll_later(source, poller, clock, BUSY_INTERVAL, 40)  # 10/s: calm again
     assert poller.next_delay(1.0) == 1.0 and poller.status.busy_rate is None
 
 
 def test_a_refresh_right_after_a_poll_does_not_make_a_rate() -> None:
     source, store, poller, clock = make(100)
     poller.step()
-    clock.now += 1.0
-    _new_tasks(source, 150, 0)
-    poller.step()
-    clock.now += 0.1  # `r`: a forced poll 0.1 s later, 150 more changes: 300 over 2 s at least, not 1,500/s
-    _new_tasks(source, 150, 1_000)
-    poller.step()
+    _poll_later(source, poller, clock, 1.0, 150)
+    _poll_later(source, poller, clock, 0.1, 150)  # `r` 0.1 s later: 300 over 2 s at least, not 1,500/s
     assert poller.next_delay(1.0) == 1.0 and poller.status.busy_rate is None
 
 
 def test_busy_interval_zero_never_spaces_the_polls_out() -> None:
-    source = FakeSource(100)
-    clock = Clock()
+    source, clock = FakeSource(100), Clock()
     poller = Poller(source, TaskStore(), clock=clock, busy_interval=0)
     poller.step()
-    clock.now += 1.0
-    _new_tasks(source, 5_000, 0)
-    poller.step()
+    _poll_later(source, poller, clock, 1.0, 5_000)
     assert poller.next_delay(1.0) == 1.0 and poller.status.busy_rate is None
 
 
 def test_while_retrying_the_backoff_wins_over_the_busy_interval() -> None:
     source, store, poller, clock = make(100)
     poller.step()
-    clock.now += 1.0
-    _new_tasks(source, 1_000, 0)
-    poller.step()
+    _poll_later(source, poller, clock, 1.0, 1_000)
     assert poller.next_delay(1.0) == BUSY_INTERVAL
     source.fail_next = 1
     poller.step()
