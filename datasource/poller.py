@@ -3,7 +3,7 @@
 The caller (the TUI, the CLI loop) calls `step()`, or `submit()` to run it on the poller's own
 background-priority thread (see priority.py), waits `next_delay(interval)`, and calls it again: polls
 never overlap. While the tasks change faster than BUSY_RATE a second, `next_delay` spaces the polls out to
-`busy_interval` (see `busy_rate`): hubtop's work grows with every row it reads and writes, a row read
+`busy_interval` (`PollStatus.busy_rate` says so): hubtop's work grows with every row it reads and writes, a row read
 later is often read once instead of twice (submitted, then done), and a table changing hundreds of rows a
 second cannot be read row by row anyway. `step()` never raises: a source error becomes a "retrying"
 status with exponential backoff, anything unexpected is logged (with its traceback) to the `hubtop`
@@ -144,12 +144,6 @@ class Poller:
     def interval_for(self, interval: float) -> float:
         """The seconds between polls for a chosen `interval`, now (what the status line shows)."""
         return max(interval, self.busy_interval) if self._busy else interval
-
-    @property
-    def busy_rate(self) -> float | None:
-        """Task changes a second while the polls are spaced out to the busy interval; None otherwise."""
-        with self._lock:
-            return self._rate if self._busy else None
 
     @property
     def paused(self) -> bool:

@@ -39,7 +39,7 @@ class StatusInfo:
     read_only: bool = False
     marked: int = 0
     warnings: list[str] = field(default_factory=list)
-    busy_rate: float | None = None  # task changes a second while the polls are spaced out (Poller.busy_rate)
+    busy_rate: float | None = None  # task changes a second while the polls are spaced out (PollStatus.busy_rate)
 
 
 class StatusBar(Static):
