@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, NamedTuple, Sequence
 
 from .query import install_sql_functions
@@ -488,7 +488,7 @@ class TaskStore:
             if engine_state != self._engine_list_state:
                 self._engine_list_state = engine_state
                 self._engine_list = tuple(sorted(
-                    (replace(e) for e in self._engines.values()),
+                    (e.copy() for e in self._engines.values()),
                     key=lambda e: (not e.alive, e.id if e.id is not None else 1 << 30, e.uuid)))
             if was_loading and not self.loading:
                 self._write_stats()
@@ -622,7 +622,7 @@ class TaskStore:
                         "UPDATE tasks SET engine_id = ? WHERE engine_uuid = ? AND engine_id IS NOT ?",
                         (e.id, e.uuid, e.id),
                     )
-            self._engines[e.uuid] = replace(e)  # a copy: the caller's engine stays its own
+            self._engines[e.uuid] = e.copy()  # a copy: the caller's engine stays its own
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -746,7 +746,7 @@ class TaskStore:
     def engines(self) -> list[Engine]:
         """Every engine ever seen, live ones first, by id, as of the last apply: read without the lock, so
         the engine list on the UI thread never waits behind a filter's scan in a worker (1M tasks: 15-80 ms)."""
-        return [replace(e) for e in self._engine_list]  # copies: the snapshot stays as published
+        return [e.copy() for e in self._engine_list]  # copies: the snapshot stays as published
 
     def _order(self, sort: str, descending: bool) -> str:
         """ORDER BY of one of view_ranges(sort): no NULLs in it, and a tiebreak keeps paging stable."""
