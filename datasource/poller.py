@@ -330,10 +330,7 @@ class Poller:
             return
         self._rate_from = (now, 0)
         self._rate = rate
-        if self.busy_interval > 0:
-            self._busy = rate >= CALM_RATE if self._busy else rate > BUSY_RATE
-        else:
-            self._busy = False
+        self._busy = self.busy_interval > 0 and (rate >= CALM_RATE if self._busy else rate > BUSY_RATE)
 
     def _recent_locked(self) -> list[str]:
         horizon = self.clock() - RECENT_WARNING_SECONDS
