@@ -11,8 +11,9 @@ Incremental sync (cost grows with the changes, plus a few indexed queries):
 * new documents: `_id > last seen _id` (ObjectIds come from the Hub's pymongo, monotonic per process);
 * deletions and out-of-order inserts: `estimated_document_count()` against the ids known; on a mismatch
   one `{msg_id: 1}` scan tells which ids vanished (`Delta.removed` + a warning) or appeared;
-* changed documents: pending ids re-read by `{"msg_id": {"$in": chunk}}`, PENDING_SLICE per sync without
-  a Hub (the oldest half by `submitted`, and a slice of the others that rotates); with a paired Hub its in-flight ids plus the ids that just left that set;
+* changed documents: pending ids re-read by `{"msg_id": {"$in": chunk}}`; without a Hub the oldest by
+  `submitted` and a rotating slice of the others per sync (`pending.PendingScan`); with a paired Hub its
+  in-flight ids plus the ids that just left that set;
 * `resubmitted` set on originals: `{"resubmitted": {"$in": new copies}}` when a Hub-made copy appears,
   plus `{"resubmitted": {"$ne": None}}` every `SLOW_EVERY` syncs.
 Paired with a Hub, pending records seen busy on its IOPub relay are `running` (`knows_running`), and a Hub
@@ -23,7 +24,6 @@ that does not answer is asked again with a backoff: see `paired.PairedHub`.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import fnmatch
 import time
@@ -36,11 +36,11 @@ from ..query.errors import QueryError
 from ..query.jsonquery import MONGO_OPERATORS
 from .base import ActionRefused, Capabilities, Delta, NotATaskDatabase, SourceError, SourceUnavailable
 from .paired import PURGE_REASON, RESUBMIT_REASON, PairedHub, resubmit_via
+from .pending import IN_FLIGHT_MAX, PendingScan
 
 __all__ = ["MongoSource", "MONGO_OPERATORS", "LIGHT_PROJECTION", "check_query", "translate_glob"]
 
 CHUNK = 5_000
-PENDING_SLICE = 2_000
 ID_CHUNK = 500
 SLOW_EVERY = 10
 WATCH_SECONDS = 10.0
@@ -139,7 +139,7 @@ class MongoSource:
         self._ids: set[str] = set()
         self._pending: dict[str, TaskRecord] = {}
         self._resubmitted: dict[str, str] = {}
-        self._cursor = ""
+        self._scan = PendingScan()
         self._syncs = 0
         self._engine_ids: dict[str, int] = {}
         self._purged: set[str] = set()
@@ -400,16 +400,16 @@ class MongoSource:
             pending = self._pending
             quiet = self.paired.still_unassigned(
                 lambda m: (r.engine_uuid, r.started) if (r := pending.get(m)) is not None else None)
-            wanted = [m for m in [m for m in in_flight if m not in quiet][:PENDING_SLICE]
-                      + [m for m in self._watch if m not in quiet][:PENDING_SLICE] if m in self._ids]
+            wanted = [m for m in [m for m in in_flight if m not in quiet][:IN_FLIGHT_MAX]
+                      + [m for m in self._watch if m not in quiet][:IN_FLIGHT_MAX] if m in self._ids]
             self._reread(wanted, by_id)
             for m in list(self._watch):
                 if m in by_id and by_id[m].state.is_done:
                     del self._watch[m]
             if slow:  # orphans of an earlier Hub process: slowly
-                self._reread([m for m in self._pending_slice() if m not in quiet], by_id)
+                self._reread_pending(by_id, quiet)
         else:
-            self._reread(self._pending_slice(), by_id)
+            self._reread_pending(by_id)
         # resubmitted pointers
         known = set(self._resubmitted.values())
         copies = [m for m, r in by_id.items() if r.client and not m.startswith(r.client + "_") and m not in known]
@@ -460,23 +460,19 @@ class MongoSource:
                 rec = self._pending[m] = dataclasses.replace(rec, state=state)
                 by_id[m] = rec
 
-    def _pending_slice(self) -> list[str]:
-        """PENDING_SLICE pending ids: the oldest half by `submitted` (tasks finish roughly in submission
-        order) and a slice of the others that rotates by msg_id (every pending id is re-read in turn)."""
-        if len(self._pending) <= PENDING_SLICE:
-            return list(self._pending)
+    def _reread_pending(self, by_id: dict[str, TaskRecord], skip: set[str] | frozenset[str] = frozenset()) -> None:
+        """Re-read the pending ids `self._scan` picks, by `submitted` (the oldest ones and a rotating slice,
+        see pending.py); not those in `skip`."""
         far = datetime.max.replace(tzinfo=timezone.utc)
-        by_age = sorted(self._pending.values(), key=lambda r: r.submitted or far)
-        oldest = [r.msg_id for r in by_age[:PENDING_SLICE // 2]]
-        rest = sorted(r.msg_id for r in by_age[PENDING_SLICE // 2:])
-        start = bisect.bisect_left(rest, self._cursor)
-        if start >= len(rest):
-            start = 0
-        picked = (rest[start:] + rest[:start])[:PENDING_SLICE - len(oldest)]
-        self._cursor = rest[(start + len(picked)) % len(rest)]
-        return oldest + picked
+        order = sorted((r.submitted or far, m) for m, r in self._pending.items() if m not in skip)
+        front, rest = self._scan.pick(order, len(order))
+        self._scan.saw(self._reread([m for _, m in front], by_id))
+        if rest:
+            self._reread([m for _, m in rest], by_id)
 
-    def _reread(self, ids: list[str], by_id: dict[str, TaskRecord], known_only: bool = True) -> None:
+    def _reread(self, ids: list[str], by_id: dict[str, TaskRecord], known_only: bool = True) -> int:
+        """Re-read these ids; those that changed go to `by_id`. Returns how many did."""
+        changed = 0
         ids = [m for m in dict.fromkeys(ids) if m not in by_id and (m in self._ids or not known_only)]
         for i in range(0, len(ids), ID_CHUNK):
             chunk = ids[i:i + ID_CHUNK]
@@ -485,6 +481,8 @@ class MongoSource:
             for rec in recs:
                 if old.get(rec.msg_id) != rec:
                     by_id[rec.msg_id] = rec
+                    changed += 1
+        return changed
 
 
 def _first_line(exc: BaseException) -> str:

@@ -26,10 +26,10 @@ Incremental sync, per call:
 * changed rows: with a paired Hub, re-read (by PK) the Hub's in-flight ids, the ids that left the
   in-flight set (until the DB shows them done: the Hub commits up to 2 s late) and new pending rows the
   Hub does not list. A verbose queue_request also lists every completed id, so past VERBOSE_LIMIT
-  completed tasks the Hub is only asked for counts and the slices below are used. Without a Hub:
-  PENDING_SLICE pending rows of the live table per sync (the oldest half, since tasks finish roughly in
-  submission order, and a rotating slice of the others); older tables' pending rows one slice per slow
-  sync (every `SLOW_EVERY` syncs that follow a change of the file).
+  completed tasks the Hub is only asked for counts and the slices below are used. Without a Hub: the
+  live table's oldest pending rows and a rotating slice of the others (`pending.PendingScan`) per sync;
+  older tables' pending rows one such pick per slow sync (every `SLOW_EVERY` syncs that follow a change
+  of the file). A cheap read of a few raw columns tells which of them changed (`_changed_rowids`).
 * `resubmitted` set on originals: a `WHERE resubmitted IN (copies)` scan when a Hub-made copy appears
   (the Hub writes the copy and the pointer in one commit), plus a full `resubmitted IS NOT NULL` scan of the
   live table at the first slow sync RESUB_SCAN_SECONDS after the previous one (a safety net: ~65 ms per 130k
@@ -45,8 +45,8 @@ Incremental sync, per call:
   the row does not (a task starts long before its row changes) is upserted from what the table keeps of the
   row (its fingerprint), with no read of the file. A Hub that does not answer is asked again with a backoff
   (paired.py), so the file keeps its pace.
-Limits: without a Hub a change to a pending row is seen within ceil(pending / PENDING_SLICE) changed
-syncs; `resubmitted` set on an already-completed row with no new copy is seen within RESUB_SCAN_SECONDS
+Limits: without a Hub a change to a pending row out of submission order is seen within
+ceil(pending / pending.ROTATING) changed syncs; `resubmitted` set on an already-completed row with no new copy is seen within RESUB_SCAN_SECONDS
 plus a slow sync;
 the count check and the slow scans are O(rows) (~90 ms and ~1-2 s per 1M rows on a busy 2-core machine):
 above COUNT_EVERY_SYNC rows the live table is counted only at slow syncs, which come every SLOW_EVERY syncs
@@ -87,13 +87,13 @@ from ..model import (
 from ..priority import lower_this_thread
 from .base import ActionRefused, Capabilities, Delta, NotATaskDatabase, SourceError, SourceUnavailable
 from .paired import PURGE_REASON, RESUBMIT_REASON, PairedHub, resubmit_via
+from .pending import IN_FLIGHT_MAX, PendingScan
 
 __all__ = ["SQLiteSource", "find_tables", "table_order_key"]
 
 CHUNK = 5_000  # rows per SELECT and per store apply during a load: short statements, short store locks
 FIRST_CHUNK = 2_000  # the first SELECT of a load is small: the first page shows at once
 COUNT_SPAN = 50_000  # rowids per statement of the full-table scans (counting, resubmitted): ~0.05 s each
-PENDING_SLICE = 2_000  # pending rows re-read per sync without a Hub
 ID_CHUNK = 500  # ids per `IN (...)` lookup
 SLOW_EVERY = 10  # syncs between the periodic scans (older tables, the live table's count)
 RESUB_SCAN_SECONDS = 120.0  # at least this long between full `resubmitted` scans of the live table
@@ -286,7 +286,7 @@ class _Table:
     pending_recs: dict[int, tuple] = field(default_factory=dict)  # rowid -> _fingerprint of its record
     pending_rowid: dict[str, int] = field(default_factory=dict)  # msg_id -> rowid
     resubmitted: dict[str, str] = field(default_factory=dict)  # original msg_id -> copy
-    cursor: int = 0  # where the pending rotation resumes
+    scan: PendingScan = field(default_factory=PendingScan)  # which pending rows to re-read without a Hub
     suspect: bool = False  # a re-read missed a row: check deletions at the next sync
     # The pending rowids in ascending order, kept across syncs (sorting ~100k of them every sync cost ~5 ms):
     # built at first use, new rows appended; rows that stop being pending stay in it ("stale") until a
@@ -1010,8 +1010,9 @@ class SQLiteSource:
         t.count = len(t.ids)
         t.suspect = False
 
-    def _reread_rowids(self, t: _Table, rowids: list[int], by_id: dict[str, TaskRecord]) -> None:
-        """Re-read known rows; only those that changed go to `by_id`."""
+    def _reread_rowids(self, t: _Table, rowids: list[int], by_id: dict[str, TaskRecord]) -> int:
+        """Re-read known rows; only those that changed go to `by_id`. Returns how many did."""
+        changed = 0
         for i in range(0, len(rowids), ID_CHUNK):
             chunk = self._changed_rowids(t, rowids[i:i + ID_CHUNK])
             if not chunk:
@@ -1023,6 +1024,7 @@ class SQLiteSource:
             for rec in recs:
                 if old.get(rec.msg_id) != _fingerprint(rec):
                     by_id[rec.msg_id] = rec
+                    changed += 1
             found = {r[0]: r[1] for r in rows}
             for rowid, msg_id in expected.items():
                 if found.get(rowid) != msg_id and msg_id is not None:
@@ -1030,6 +1032,7 @@ class SQLiteSource:
                     if found.get(rowid) is None:
                         t.drop_pending(msg_id)
                     t.suspect = True
+        return changed
 
     def _changed_rowids(self, t: _Table, rowids: list[int]) -> list[int]:
         """Of these known pending rows, those whose light columns may differ from the record we hold (a
@@ -1049,38 +1052,16 @@ class SQLiteSource:
         return [r for r in rowids if r not in same]  # changed, or gone (the caller sorts that out)
 
     def _reread_pending(self, t: _Table, by_id: dict[str, TaskRecord], skip: frozenset[str] = frozenset()) -> None:
-        """Re-read PENDING_SLICE known pending rows: the oldest half (tasks finish roughly in submission
-        order) and a slice of the others that rotates (so every pending row is re-read in turn); not those
-        whose msg_id is in `skip`."""
+        """Re-read the pending rows `t.scan` picks (the oldest ones and a rotating slice, see pending.py); not
+        those whose msg_id is in `skip`."""
         live = t.pending
         if not live:
             return
-        order = t.pending_order()
-        if len(live) <= PENDING_SLICE:
-            self._reread_rowids(t, [r for r in order if r in live and live[r] not in skip], by_id)
-            return
-        oldest: list[int] = []
-        want = PENDING_SLICE // 2
-        i = 0
-        while len(oldest) < want:  # len(live) > want: this ends
-            if order[i] in live:
-                oldest.append(order[i])
-            i += 1
-        # the others from the cursor on, wrapping around to just after the oldest
-        want = PENDING_SLICE - want
-        first = i
-        start = max(first, bisect.bisect_left(order, t.cursor))
-        picked: list[int] = []
-        for lo, hi in ((start, len(order)), (first, start)):
-            for j in range(lo, hi):
-                if order[j] in live:
-                    picked.append(order[j])
-                    if len(picked) == want:
-                        break
-            if len(picked) == want:
-                break
-        t.cursor = picked[-1] + 1 if picked else 0
-        self._reread_rowids(t, [r for r in oldest + picked if live[r] not in skip], by_id)
+        front, rest = t.scan.pick(t.pending_order(), len(live), live.__contains__)
+        t.scan.saw(self._reread_rowids(t, [r for r in front if live[r] not in skip], by_id))
+        if rest:
+            # (a front row's re-read may have dropped a pending row: .get)
+            self._reread_rowids(t, [r for r in rest if (m := live.get(r)) is not None and m not in skip], by_id)
 
     def _reread_ids(self, t: _Table, ids: Iterable[str], by_id: dict[str, TaskRecord]) -> None:
         rowid_of = t.pending_rowid
@@ -1126,8 +1107,8 @@ class SQLiteSource:
             return (fp[_FP_ENGINE], fp[_FP_STARTED]) if fp is not None else None
 
         quiet = self.paired.still_unassigned(engine_and_start)
-        wanted = [m for m in in_flight if m not in quiet][:PENDING_SLICE] + \
-            [m for m in self._watch if m not in quiet][:PENDING_SLICE]
+        wanted = [m for m in in_flight if m not in quiet][:IN_FLIGHT_MAX] + \
+            [m for m in self._watch if m not in quiet][:IN_FLIGHT_MAX]
         self._reread_ids(t, wanted, by_id)
         for m in list(self._watch):
             rec = by_id.get(m)

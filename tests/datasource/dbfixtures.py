@@ -305,3 +305,13 @@ def write_mongo(uri: str, records: Iterable[Mapping[str, Any]], database: str = 
     while batch := [db._binary_buffers(dict(r)) for r in itertools.islice(it, 5000)]:
         db._records.insert_many(batch, ordered=False)
     return db
+
+
+def small_pending_scan(monkeypatch: Any, front: int, rotating: int, front_max: int | None = None) -> None:
+    """Re-read `front` oldest pending tasks (up to `front_max` when the changes widen it) and `rotating` others
+    per sync, for sources made after this call (datasource/sources/pending.py)."""
+    from datasource.sources import pending
+
+    monkeypatch.setattr(pending, "FRONT_MIN", front)
+    monkeypatch.setattr(pending, "FRONT_MAX", front if front_max is None else front_max)
+    monkeypatch.setattr(pending, "ROTATING", rotating)

@@ -124,9 +124,11 @@ def test_incremental(src, mongodb):
     assert d.warnings == ["2 records disappeared since the last poll"]
 
 
-def test_pending_slices_reach_every_pending_document(src, mongodb, monkeypatch):
-    monkeypatch.setattr(mongo_mod, "PENDING_SLICE", 3)
-    db, _ = mongodb
+def test_pending_slices_reach_every_pending_document(mongo_uri, mongodb, monkeypatch):
+    fx.small_pending_scan(monkeypatch, front=1, rotating=2)
+    db, name = mongodb
+    src = MongoSource(mongo_uri, database=name)
+    src.open()
     first = load(src)
     pend = [m for m, r in first.items() if r.state is State.PENDING]
     assert len(pend) > 6
@@ -137,6 +139,7 @@ def test_pending_slices_reach_every_pending_document(src, mongodb, monkeypatch):
         for d in src.sync():
             seen.update({r.msg_id: r for r in d.upserts})
     assert set(pend) <= set(seen) and all(seen[m].state is State.ABORTED for m in pend)
+    src.close()
 
 
 def test_find_pushdown_and_operator_allowlist(src):

@@ -388,7 +388,7 @@ def test_a_hub_commit_during_a_sync_is_not_taken_for_a_deletion(hubdb, monkeypat
 
 
 def test_pending_rotation_reaches_every_pending_row(hubdb, monkeypatch):
-    monkeypatch.setattr(sqlite_mod, "PENDING_SLICE", 3)
+    fx.small_pending_scan(monkeypatch, front=1, rotating=2)
     db, path = hubdb
     src = SQLiteSource(path)
     src.open()
@@ -416,7 +416,7 @@ def test_pending_order_follows_completions_new_rows_and_compaction(hubdb, monkey
     appended, a still-pending changed row stays in it, compaction drops the stale ones): the re-reads pick
     only pending rows, reach all of them in one turn of the rotation, and the source
     ends up agreeing with a fresh load of the file."""
-    monkeypatch.setattr(sqlite_mod, "PENDING_SLICE", 4)
+    fx.small_pending_scan(monkeypatch, front=2, rotating=2)
     monkeypatch.setattr(sqlite_mod, "STALE_MAX", stale_max)
     db, path = hubdb
     src = SQLiteSource(path)
@@ -476,7 +476,7 @@ def test_pending_rows_are_held_outside_the_cyclic_gc(hubdb):
 
 
 def test_oldest_pending_rows_are_reread_first(hubdb, monkeypatch):
-    monkeypatch.setattr(sqlite_mod, "PENDING_SLICE", 2)
+    fx.small_pending_scan(monkeypatch, front=1, rotating=1)
     db, path = hubdb
     src = SQLiteSource(path)
     first = load(src)
@@ -486,6 +486,40 @@ def test_oldest_pending_rows_are_reread_first(hubdb, monkeypatch):
     db._db.commit()
     (d,) = deltas(src)
     assert [r.msg_id for r in d.upserts] == [pend[0]] and d.upserts[0].state is State.SUCCEEDED
+    src.close()
+
+
+@pytest.mark.parametrize("front_max", [2, 16])
+def test_a_burst_of_completions_widens_the_front_until_it_is_caught_up(hubdb, monkeypatch, front_max):
+    """Without a Hub: the oldest 8 pending tasks finish at once, the front reads 2 a sync. Seeing both of
+    them changed, the next front is 8 wide and reads the rest (a fixed front of 2 needs four syncs); once
+    calm, it narrows back."""
+    fx.small_pending_scan(monkeypatch, front=2, rotating=1, front_max=front_max)
+    db, path = hubdb
+    src = SQLiteSource(path)
+    first = load(src)
+    by_age = sorted((r.submitted, m) for m, r in first.items() if r.state is State.PENDING)
+    burst = [m for _, m in by_age[:8]]
+    assert len(by_age) > 12
+    for m in burst:
+        db.update_record(m, {"completed": fx.START + timedelta(hours=2), "result_content": {"status": "ok"}})
+    db._db.commit()
+    finished = next(m for m, r in first.items() if r.state is State.SUCCEEDED)
+    done = set()
+    for i in range(2):
+        if i:  # the file changes again, no pending row (a sync of an unchanged file reads nothing)
+            db.update_record(finished, {"received": fx.START + timedelta(hours=3)})
+            db._db.commit()
+        done |= {r.msg_id for d in deltas(src) for r in d.upserts if r.state is State.SUCCEEDED}
+    t = src._tables["ipython-tasks"]
+    if front_max == 2:
+        assert len(done & set(burst)) < 8
+    else:
+        assert done == set(burst)
+        db.update_record(finished, {"received": fx.START + timedelta(hours=4)})
+        db._db.commit()
+        deltas(src)
+        assert t.scan.window == 2  # nothing changed at the front: back to the narrowest
     src.close()
 
 
