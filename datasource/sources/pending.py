@@ -2,7 +2,7 @@
 
 A task database has no "changed since" mark, so a source that reads it directly (SQLite, MongoDB) only sees
 a pending task finish by reading it again. Reading every pending row at every sync does not scale (the 1M
-benchmark history holds 100k of them; a SQLite row re-read costs ~4 us after the Hub's commit has emptied the
+benchmark history holds 100k of them; a SQLite row re-read costs ~3.5 us after the Hub's commit has emptied the
 page cache), so each changed sync re-reads two slices (`PendingScan.pick`):
 
 * the front: the oldest `window` pending tasks. Tasks finish roughly in submission order, so this is where

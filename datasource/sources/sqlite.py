@@ -46,12 +46,12 @@ Incremental sync, per call:
   row (its fingerprint), with no read of the file. A Hub that does not answer is asked again with a backoff
   (paired.py), so the file keeps its pace.
 Limits: without a Hub a change to a pending row out of submission order is seen within
-ceil(pending / pending.ROTATING) changed syncs; `resubmitted` set on an already-completed row with no new copy is seen within RESUB_SCAN_SECONDS
-plus a slow sync;
-the count check and the slow scans are O(rows) (~90 ms and ~1-2 s per 1M rows on a busy 2-core machine):
-above COUNT_EVERY_SYNC rows the live table is counted only at slow syncs, which come every SLOW_EVERY syncs
-per 100k rows (1M rows: a deletion by another client, other than of the newest rows, is seen within ~100
-syncs; our own purges at the next sync), and every scan runs in short rowid spans.
+ceil(pending / pending.ROTATING) changed syncs; `resubmitted` set on an already-completed row with no new
+copy is seen within RESUB_SCAN_SECONDS plus a slow sync; the count check and the slow scans are O(rows)
+(~90 ms and ~1-2 s per 1M rows on a busy 2-core machine): above COUNT_EVERY_SYNC rows the live table is
+counted only at slow syncs, which come every SLOW_EVERY syncs per 100k rows (1M rows: a deletion by another
+client, other than of the newest rows, is seen within ~100 syncs; our own purges at the next sync), and every
+scan runs in short rowid spans.
 """
 
 from __future__ import annotations
