@@ -1057,11 +1057,13 @@ class SQLiteSource:
         live = t.pending
         if not live:
             return
-        front, rest = t.scan.pick(t.pending_order(), len(live), live.__contains__)
-        t.scan.saw(self._reread_rowids(t, [r for r in front if live[r] not in skip], by_id))
+        front, rest = (
+            [r for r in rows if live[r] not in skip]
+            for rows in t.scan.pick(t.pending_order(), len(live), live.__contains__)
+        )
+        t.scan.saw(self._reread_rowids(t, front, by_id))
         if rest:
-            # (a front row's re-read may have dropped a pending row: .get)
-            self._reread_rowids(t, [r for r in rest if (m := live.get(r)) is not None and m not in skip], by_id)
+            self._reread_rowids(t, rest, by_id)
 
     def _reread_ids(self, t: _Table, ids: Iterable[str], by_id: dict[str, TaskRecord]) -> None:
         rowid_of = t.pending_rowid
