@@ -377,7 +377,12 @@ _ORDERS = (("off", "on", "burn"), ("on", "burn", "off"), ("burn", "off", "on"))
 def gentleness(hub: HubBench, work: Path, *, rounds: int, tasks: int, idle: float, latency_every: int = 1) -> dict:
     """Throughput and queue_request latency with hubtop off, on (direct path, 1 s polling), and a CPU burner
     that uses what hubtop used in its busy windows (the calibration: what that much CPU alone costs the
-    cluster, measured the same way)."""
+    cluster, measured the same way).
+
+    Each busy window also sums the CPU of the cluster's processes (Hub, schedulers, relays, engines, nannies)
+    and of the client (this process): throughput = the cores the cluster used / its CPU per finished task.
+    What hubtop's CPU takes shows in the first; a cost of another kind (more work for the Hub or the relays
+    per task) would show in the second, which is also where the machine's own swings go."""
     lat_file = work / "latency.txt"
     sampler = subprocess.Popen([sys.executable, "-m", "benchmarks.probe", "latency", str(hub.conn), str(lat_file)],
                                cwd=str(_ROOT), start_new_session=True)
@@ -386,6 +391,11 @@ def gentleness(hub: HubBench, work: Path, *, rounds: int, tasks: int, idle: floa
     hubtop_busy_cpu: list[float] = []  # % of a core, hubtop's process, during each on-busy window
     burner_cpu: list[float] = []
     paired: dict[str, list[float]] = {"on": [], "burn": []}
+    cores: dict[str, list[float]] = {"off": [], "on": [], "burn": []}  # the cluster's CPU / wall, per busy window
+    per_task: dict[str, list[float]] = {"off": [], "on": [], "burn": []}  # the cluster's CPU ms per finished task
+    cores_paired: dict[str, list[float]] = {"on": [], "burn": []}
+    per_task_paired: dict[str, list[float]] = {"on": [], "burn": []}
+    family = hub.cluster.pids()
     attach_out = work / "attach.json"
     hubtop = None
     try:
@@ -407,9 +417,13 @@ def gentleness(hub: HubBench, work: Path, *, rounds: int, tasks: int, idle: floa
                     trickle(hub.conn, TRICKLE_RATE, idle)
                     windows.append((f"{state}-trickle", t0, time.time()))
                 t0, c0 = time.time(), cpu_seconds(proc.pid) if proc else 0.0
+                k0 = sum(cpu_seconds(pid) for pid in family) + time.process_time()
                 measured[state] = throughput(hub.conn, tasks)
+                k1 = sum(cpu_seconds(pid) for pid in family) + time.process_time()
                 t1, c1 = time.time(), cpu_seconds(proc.pid) if proc else 0.0
                 windows.append((f"{state}-busy", t0, t1))
+                cores[state].append((k1 - k0) / (t1 - t0))
+                per_task[state].append(1000 * (k1 - k0) / tasks)
                 if state == "on":
                     hubtop_busy_cpu.append(100 * (c1 - c0) / (t1 - t0))
                 elif state == "burn":
@@ -422,6 +436,8 @@ def gentleness(hub: HubBench, work: Path, *, rounds: int, tasks: int, idle: floa
                 rates[state].append(measured[state])
             for state in ("on", "burn"):
                 paired[state].append(measured[state] / measured["off"])
+                cores_paired[state].append(cores[state][-1] / cores["off"][-1])
+                per_task_paired[state].append(per_task[state][-1] / per_task["off"][-1])
     finally:
         if hubtop is not None:
             stop_process(hubtop)
@@ -443,7 +459,11 @@ def gentleness(hub: HubBench, work: Path, *, rounds: int, tasks: int, idle: floa
             "ratio": median(paired["on"]), "paired_ratios": paired["on"], "ratio_of_medians": on / off,
             "burn_ratio": median(paired["burn"]), "burn_paired_ratios": paired["burn"],
             "hubtop_busy_cpu_pct": hubtop_busy_cpu, "burner_cpu_pct": burner_cpu, "tasks_per_round": tasks,
-            "latency": lat, "hubtop": attach}
+            "latency": lat, "hubtop": attach,
+            "cluster_cores": cores, "cluster_cpu_ms_per_task": per_task,
+            "cores_ratio": {k: median(v) for k, v in cores_paired.items()}, "cores_paired_ratios": cores_paired,
+            "per_task_ratio": {k: median(v) for k, v in per_task_paired.items()},
+            "per_task_paired_ratios": per_task_paired}
 
 
 # -- the table -----------------------------------------------------------------------------------------
@@ -539,6 +559,18 @@ def table(results: dict) -> str:
                     f"{100 * g['burn_ratio']:.1f} % of off (median of the rounds' burn/off: "
                     + " ".join(f"{100 * r:.0f}" for r in g["burn_paired_ratios"]) + "); burner CPU "
                     + f"{median(g['burner_cpu_pct']):.1f} % (the calibration: that much CPU alone)")
+            if g.get("cluster_cores"):
+                c, t = g["cluster_cores"], g["cluster_cpu_ms_per_task"]
+                add("  the cores the cluster used while busy", n,
+                    " / ".join(f"{median(c[k]):.2f}" for k in ("off", "on", "burn")) + " (off / on / burner)",
+                    f"on/off {100 * g['cores_ratio']['on']:.1f} %, burner/off {100 * g['cores_ratio']['burn']:.1f} % "
+                    "(medians of the rounds): what hubtop's CPU took")
+                spread = [v / median(t["off"]) for v in t["off"]]
+                add("  the cluster's CPU per finished task", n,
+                    " / ".join(f"{median(t[k]):.2f}" for k in ("off", "on", "burn")) + " ms",
+                    f"on/off {100 * g['per_task_ratio']['on']:.1f} %, burner/off {100 * g['per_task_ratio']['burn']:.1f} %; "
+                    f"off windows {100 * min(spread):.0f}-{100 * max(spread):.0f} % of their median "
+                    "(throughput = cores / CPU per task)")
             for name in ("off-trickle", "on-trickle", "off-busy", "on-busy"):
                 L = g["latency"][name]
                 target = ""

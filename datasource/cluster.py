@@ -219,6 +219,12 @@ class LocalCluster:
     def controller_pid(self) -> int | None:
         return self.controller.pid if self.controller else None
 
+    def pids(self) -> list[int]:
+        """Every running process of the cluster: the controller (the Hub) with its schedulers and relays,
+        the engines with their nannies."""
+        leaders = [p for p in [self.controller, *self.engines] if p is not None and p.poll() is None]
+        return [pid for p in leaders for pid in [p.pid] + [d for d, _ in _descendants(p.pid)]]
+
     def connection_info(self) -> ConnectionInfo:
         return load_connection_file(self.connection_file)
 

@@ -26,6 +26,8 @@ ROWS = (
     "throughput of trivial tasks, hubtop on",
     "hubtop's CPU while the cluster is busy",
     "throughput, a CPU burner using that much instead",
+    "the cores the cluster used while busy",
+    "the cluster's CPU per finished task",
     "queue_request latency, hubtop on-busy",
 )
 
@@ -72,6 +74,11 @@ def test_runner_produces_a_well_formed_table(tmp_path: Path) -> None:
     # a --quick window is ~0.2 s: /proc counts CPU in 10 ms ticks, so 0 is a possible reading here
     assert all(math.isfinite(c) and c >= 0 for c in gentle["hubtop_busy_cpu_pct"] + gentle["burner_cpu_pct"])
     assert len(gentle["hubtop_busy_cpu_pct"]) == len(gentle["burner_cpu_pct"]) == 1
+    # the cluster's own CPU in each busy window: its processes (the Hub at least) and the client did work
+    for state in ("off", "on", "burn"):
+        (cores,), (per_task,) = gentle["cluster_cores"][state], gentle["cluster_cpu_ms_per_task"][state]
+        assert 0 < cores <= os.cpu_count() + 0.5 and per_task > 0, state
+    assert all(r > 0 for r in gentle["cores_paired_ratios"]["on"] + gentle["per_task_paired_ratios"]["burn"])
 
 
 @pytest.mark.cluster

@@ -53,11 +53,15 @@ def test_start_and_stop_with_a_busy_engine():
         nannies = [pid for e in cluster.engine_pids for pid, _ in _descendants(e)]
         assert len(nannies) == 2
         assert len(_group_members(cluster.controller_pid)) >= 2
+        family = cluster.pids()  # what the benchmark sums the cluster's CPU over
+        assert set(groups) | set(nannies) | set(_group_members(cluster.controller_pid)) <= set(family)
+        assert len(family) == len(set(family))
         start = time.monotonic()
     elapsed = time.monotonic() - start
     assert elapsed < 15
     assert all(_group_members(g) == [] for g in groups)
     assert not any(_alive(pid) for pid in nannies)
+    assert cluster.pids() == []
     assert not tmp_root.exists()  # the temporary IPYTHONDIR is removed
 
 
