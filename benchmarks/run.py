@@ -393,8 +393,6 @@ def gentleness(hub: HubBench, work: Path, *, rounds: int, tasks: int, idle: floa
     paired: dict[str, list[float]] = {"on": [], "burn": []}
     cores: dict[str, list[float]] = {"off": [], "on": [], "burn": []}  # the cluster's CPU / wall, per busy window
     per_task: dict[str, list[float]] = {"off": [], "on": [], "burn": []}  # the cluster's CPU ms per finished task
-    cores_paired: dict[str, list[float]] = {"on": [], "burn": []}
-    per_task_paired: dict[str, list[float]] = {"on": [], "burn": []}
     family = hub.cluster.pids()
     attach_out = work / "attach.json"
     hubtop = None
@@ -436,8 +434,6 @@ def gentleness(hub: HubBench, work: Path, *, rounds: int, tasks: int, idle: floa
                 rates[state].append(measured[state])
             for state in ("on", "burn"):
                 paired[state].append(measured[state] / measured["off"])
-                cores_paired[state].append(cores[state][-1] / cores["off"][-1])
-                per_task_paired[state].append(per_task[state][-1] / per_task["off"][-1])
     finally:
         if hubtop is not None:
             stop_process(hubtop)
@@ -453,6 +449,9 @@ def gentleness(hub: HubBench, work: Path, *, rounds: int, tasks: int, idle: floa
         lat[name] = {"n": len(values), "p50_ms": 1000 * pct(values, 0.5), "p99_ms": 1000 * pct(values, 0.99)}
     attach = json.loads(attach_out.read_text()) if attach_out.exists() else {}
     off, on = median(rates["off"]), median(rates["on"])
+    # a round appends one figure per state: the i-th of each list are the same round's windows
+    cores_paired = {k: [a / b for a, b in zip(cores[k], cores["off"])] for k in ("on", "burn")}
+    per_task_paired = {k: [a / b for a, b in zip(per_task[k], per_task["off"])] for k in ("on", "burn")}
     # each round measures off, on and the burner a few seconds apart: the ratio within a round cancels the
     # machine's drift between rounds (which, on a shared 2-core box, is larger than the 3 % to resolve)
     return {"rates": rates, "throughput_off": off, "throughput_on": on, "throughput_burn": median(rates["burn"]),
