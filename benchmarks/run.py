@@ -390,7 +390,6 @@ def gentleness(hub: HubBench, work: Path, *, rounds: int, tasks: int, idle: floa
     rates: dict[str, list[float]] = {"off": [], "on": [], "burn": []}
     hubtop_busy_cpu: list[float] = []  # % of a core, hubtop's process, during each on-busy window
     burner_cpu: list[float] = []
-    paired: dict[str, list[float]] = {"on": [], "burn": []}
     cores: dict[str, list[float]] = {"off": [], "on": [], "burn": []}  # the cluster's CPU / wall, per busy window
     per_task: dict[str, list[float]] = {"off": [], "on": [], "burn": []}  # the cluster's CPU ms per finished task
     family = hub.cluster.pids()
@@ -432,8 +431,6 @@ def gentleness(hub: HubBench, work: Path, *, rounds: int, tasks: int, idle: floa
                         hubtop = None
             for state in order:
                 rates[state].append(measured[state])
-            for state in ("on", "burn"):
-                paired[state].append(measured[state] / measured["off"])
     finally:
         if hubtop is not None:
             stop_process(hubtop)
@@ -450,8 +447,10 @@ def gentleness(hub: HubBench, work: Path, *, rounds: int, tasks: int, idle: floa
     attach = json.loads(attach_out.read_text()) if attach_out.exists() else {}
     off, on = median(rates["off"]), median(rates["on"])
     # a round appends one figure per state: the i-th of each list are the same round's windows
-    cores_paired = {k: [a / b for a, b in zip(cores[k], cores["off"])] for k in ("on", "burn")}
-    per_task_paired = {k: [a / b for a, b in zip(per_task[k], per_task["off"])] for k in ("on", "burn")}
+    def to_off(figures: dict[str, list[float]]) -> dict[str, list[float]]:
+        return {k: [a / b for a, b in zip(figures[k], figures["off"])] for k in ("on", "burn")}
+
+    paired, cores_paired, per_task_paired = to_off(rates), to_off(cores), to_off(per_task)
     # each round measures off, on and the burner a few seconds apart: the ratio within a round cancels the
     # machine's drift between rounds (which, on a shared 2-core box, is larger than the 3 % to resolve)
     return {"rates": rates, "throughput_off": off, "throughput_on": on, "throughput_burn": median(rates["burn"]),
