@@ -13,7 +13,7 @@ from fakes import FakeSource, make_record
 
 from datasource.model import State
 from datasource.sources.base import Capabilities
-from tui.widgets.pane_tabs import HOLD_SECONDS, PANE_TITLES, PaneTabs, compact_count, panes_for, tab_text
+from tui.widgets.pane_tabs import HOLD_SECONDS, PANE_TITLES, QUEUE_PANES, PaneTabs, compact_count, panes_for, tab_text
 
 from .test_app import count_layouts, settled, started
 
@@ -56,6 +56,19 @@ async def ready(app, pilot) -> PaneTabs:
     await started(app, pilot)
     await settled(app, pilot)
     return tabs_of(app)
+
+
+def room_widths(app, tabs: PaneTabs, room: int | None = None) -> list[int]:
+    """The tabs' widths (with their padding) when the bar has the room: the Queued and Running labels with `room`
+    (the largest count if None) in them, the others' own."""
+    counts = tabs._counts
+    room = max(counts.values()) if room is None else room
+
+    def text(i: int, pane: str, count: int) -> str:
+        return tab_text(i, pane, count, tabs.form, active=tabs.active == f"pane-{pane}")
+
+    return [max(len(text(i, pane, counts[pane])), len(text(i, pane, room)) if pane in QUEUE_PANES else 0) + 2
+            for i, pane in enumerate(app.panes)]
 
 
 async def show(app, pilot, counts: dict[str, int]) -> None:
@@ -230,19 +243,21 @@ async def test_a_count_gaining_a_digit_moves_the_underline_at_once(make_test_app
 
 async def test_a_count_losing_digits_keeps_its_tab_width_until_the_hold_ends(make_test_app, monkeypatch) -> None:
     """A draining queue crosses a digit boundary every few polls, and each change of a tab's width re-lays out
-    and repaints the whole screen: a narrowed tab keeps its width until HOLD_SECONDS after the last widening."""
+    and repaints the whole screen: a tab narrowed below the widest count it showed keeps that width until
+    HOLD_SECONDS after the last widening. (Here the bar has the room for 4-digit queues, not for 200,000.)"""
     app, _ = make_test_app(source=knows_running(300))
+    many = {**BIG, "all": 1_000_000}
     async with app.run_test(size=(160, 45)) as pilot:
         tabs = await ready(app, pilot)
         now = [1_000.0]
         tabs.clock = lambda: now[0]
-        await show(app, pilot, {**BIG, "queued": 2_000})
+        await show(app, pilot, {**many, "queued": 200_000})
         queued = tabs.get_tab("pane-queued")
         wide = queued.region.width
-        assert wide == len("1 Queued 2,000") + 2
+        assert wide == len("1 Queued 200,000") + 2
         layouts = count_layouts(monkeypatch)
-        for n in (1_650, 980, 35, 0):
-            await show(app, pilot, {**BIG, "queued": n})
+        for n in (165_000, 98_000, 3_500, 0):
+            await show(app, pilot, {**many, "queued": n})
             assert shown(app)[0] == f"1 Queued {n:,}"
             assert queued.region.width == wide
         assert layouts == []
@@ -255,8 +270,9 @@ async def test_a_count_losing_digits_keeps_its_tab_width_until_the_hold_ends(mak
         await pilot.pause()
         await pilot.pause()
         assert "Tab" in layouts
-        assert queued.region.width == len("1 Queued 0") + 2
-        assert shown(app) == [tab_text(i, pane, {**BIG, "queued": 0}[pane]) for i, pane in enumerate(app.panes)]
+        assert [tab.region.width for tab in tabs.query("Tab")] == room_widths(app, tabs, 9_999)
+        assert queued.region.width == len("1 Queued 9,999") + 2
+        assert shown(app) == [tab_text(i, pane, {**many, "queued": 0}[pane]) for i, pane in enumerate(app.panes)]
 
 
 async def test_held_widths_that_no_longer_fit_the_bar_are_let_go(make_test_app) -> None:
@@ -266,26 +282,73 @@ async def test_held_widths_that_no_longer_fit_the_bar_are_let_go(make_test_app) 
         first = {**BIG, "queued": 1_234_567}
         await show(app, pilot, first)
         form = tabs.form
+        first_width = tabs.get_tab("pane-queued").region.width
         # the wide count moves to another tab: the texts fit in the same form, the old width held beside them not
         second = {**BIG, "queued": 12, "aborted": 1_234_567, "resubmitted": 1_234_567, "all": 10_234_567}
         await show(app, pilot, second)
         assert tabs.form == form
         assert_every_key_and_count(shown(app), app.panes, second)
         assert all(tabs.region.contains_region(tab.region) for tab in tabs.query("Tab"))
-        assert tabs.get_tab("pane-queued").region.width == len(shown(app)[0]) + 2
+        assert tabs.get_tab("pane-queued").region.width < first_width
 
 
 async def test_counts_of_another_filter_let_go_of_the_held_widths(make_test_app) -> None:
     app, _ = make_test_app(source=knows_running(300))
     async with app.run_test(size=(160, 45)) as pilot:
         tabs = await ready(app, pilot)
-        await show(app, pilot, {**BIG, "queued": 2_000})
-        await show(app, pilot, {**BIG, "queued": 0})
-        assert tabs.get_tab("pane-queued").region.width == len("1 Queued 2,000") + 2  # held
+        many = {**BIG, "all": 1_000_000}  # room for 4-digit queues (see above), not for 200,000
+        await show(app, pilot, {**many, "queued": 200_000})
+        await show(app, pilot, {**many, "queued": 0})
+        assert tabs.get_tab("pane-queued").region.width == len("1 Queued 200,000") + 2  # held
         await pilot.press("e", "down", "space", "e")  # select an engine: its counts, laid out anew
         await settled(app, pilot)
         await pilot.pause()
         assert app._engine_list().selected
         labels = shown(app)
         assert_every_key_and_count(labels, app.panes, app._counts)
-        assert [tab.region.width for tab in tabs.query("Tab")] == [len(label) + 2 for label in labels]
+        assert [tab.region.width for tab in tabs.query("Tab")] == room_widths(app, tabs)
+
+
+# The counts of a smaller cluster: with the largest count in every label, the tabs still fit 160 columns.
+SMALL = {"queued": 0, "running": 0, "succeeded": 7_012, "failed": 1_001, "aborted": 500, "resubmitted": 500,
+         "all": 10_000}
+
+
+async def test_a_burst_through_the_queue_keeps_the_screen_laid_out(make_test_app, monkeypatch) -> None:
+    """With the room, every tab is as wide as its label with the bar's largest count: Queued going 0 -> 1,494 -> 0
+    with a burst repaints the tab alone. Each change of a tab's width re-lays out the screen and repaints all of
+    it (a burst's frames on a freshly started app: ~2x the CPU of a steady one)."""
+    app, _ = make_test_app(source=knows_running(300))
+    async with app.run_test(size=(160, 45)) as pilot:
+        tabs = await ready(app, pilot)
+        await show(app, pilot, SMALL)
+        widths = [tab.region.width for tab in tabs.query("Tab")]
+        assert widths == room_widths(app, tabs)
+        assert widths[0] == len("1 Queued 10,000") + 2 and widths[-1] == len("7 All 10,000") + 2
+        layouts = count_layouts(monkeypatch)
+        for n in (1_494, 120, 0, 2_500):
+            counts = {**SMALL, "queued": n, "succeeded": SMALL["succeeded"] + n}
+            await show(app, pilot, counts)
+            assert shown(app)[0] == f"1 Queued {n:,}"
+            assert_every_key_and_count(shown(app), app.panes, counts)
+            assert [tab.region.width for tab in tabs.query("Tab")] == widths
+        assert layouts == []
+        await show(app, pilot, {**SMALL, "all": 100_000})  # All gains a digit: the queue's tabs make room for one more
+        assert "Tab" in layouts
+        assert [tab.region.width for tab in tabs.query("Tab")] == [w + 1 for w in widths[:2]] + widths[2:-1] + [widths[-1] + 1]
+
+
+async def test_the_queue_gets_the_room_the_bar_has_left(make_test_app) -> None:
+    """At 100 columns the labels take their short form; the Queued and Running tabs get room for as many digits
+    as the bar has left, not for 100,000."""
+    app, _ = make_test_app(source=knows_running(300))
+    async with app.run_test(size=(100, 30)) as pilot:
+        tabs = await ready(app, pilot)
+        await show(app, pilot, BIG)
+        labels = shown(app)
+        assert labels[0] == "1 Queue 12"
+        assert_every_key_and_count(labels, app.panes, BIG)
+        widths = [tab.region.width for tab in tabs.query("Tab")]
+        assert widths[2:] == [len(label) + 2 for label in labels[2:]]
+        assert widths[:2] == room_widths(app, tabs, 999)[:2]  # "1 Queue 999", "2 Run 999"
+        assert sum(widths) <= tabs.size.width < sum(room_widths(app, tabs, 9_999))

@@ -4,9 +4,13 @@ Every tab keeps its digit key and its count on screen: when the full labels do n
 labels take the first shorter form that does (see FORMS), recomputed on resize, when counts change and, for
 the form that titles only the active tab, when the active tab changes.
 
-A tab whose count loses a digit keeps its width (a minimum width) for HOLD_SECONDS after the bar last widened:
-each change of a tab's width re-lays out and repaints the screen, and a busy cluster's counts cross digit
-boundaries every few seconds (a queue of 2,000 draining to 0 crosses three in as many polls).
+Each change of a tab's width re-lays out the screen and repaints it from scratch (a frame after a layout costs
+~4x an ordinary one), and a busy cluster's counts cross digit boundaries every few seconds: a burst takes
+Queued from 0 to 1,494 and back. So the tabs of unfinished tasks (QUEUE_PANES) are as wide as their labels
+would be with the largest count of the bar (All's) in them, or with as many digits as the bar has the room
+for: a queue growing by digits then fits in its tab. And a tab whose count loses a digit keeps its width (a
+minimum width) for HOLD_SECONDS after the bar last widened (a queue of 2,000 draining to 0 crosses three digit
+boundaries in as many polls).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ SHORT_TITLES = {
 #   compact  "3 70.1k"
 FORMS = ("full", "short", "active", "counts", "compact")
 BOLD_KEY_FORMS = {"active", "counts", "compact"}  # a bold digit tells the key from the count beside it
+QUEUE_PANES = {"pending", "queued", "running"}  # their counts rise and fall; the others' only grow (or reset)
 HOLD_SECONDS = 30.0  # a narrowed tab keeps its width this long after the last widening
 
 
@@ -142,9 +147,7 @@ class PaneTabs(Tabs, can_focus=False):
         """New counts; `hold=False` (counts of another filter) lets go of the widths the tabs were held at."""
         self._counts = {pane: counts.get(pane, 0) for pane in self.panes}
         self._labels = {pane: self.label_for(i, pane, self._counts[pane]) for i, pane in enumerate(self.panes)}
-        if not hold:
-            self._release()
-        self._relabel()
+        self._relabel(release=not hold)
         tab = self.get_tab("pane-failed")
         if tab is not None:
             tab.set_class(self._counts.get("failed", 0) > 0, "-failures")
@@ -174,31 +177,43 @@ class PaneTabs(Tabs, can_focus=False):
                 break
         return form, texts
 
-    def _release(self) -> None:
-        """Let every tab take its label's own width again (one re-layout)."""
-        for tab_id in self._held:
-            tab = self.get_tab(tab_id)
-            if tab is not None:
-                tab.styles.min_width = None
-        self._held.clear()
-
     def _release_when_due(self) -> None:
         self._release_timer = None
         due = self._widened + HOLD_SECONDS - self.clock()
         if due > 0:
             self._release_timer = self.set_timer(due, self._release_when_due)
-        elif self._held:
-            self._release()
-            self._relabel()
+        else:
+            self._relabel(release=True)
 
-    def _hold(self, texts: dict[str, str], form_changed: bool) -> None:
-        """Widths the tabs keep: the widest label each showed in this form, while all of them fit the bar."""
+    def _room(self, widths: dict[str, int], gutter: int) -> dict[str, int]:
+        """`widths` (cells), with the tabs of unfinished tasks, whose counts rise and fall with the queue, widened
+        to their labels with the bar's largest count in them (All's), or with the widest count below that for
+        which the bar has the room."""
+        width = self.size.width
+        volatile = [(i, pane) for i, pane in enumerate(self.panes) if pane in QUEUE_PANES]
+        if not self._counts or not width or not volatile:
+            return widths
+        top = max(self._counts.values())
+        for count in [top] + [10 ** k - 1 for k in range(len(str(top)) - 1, 0, -1)]:
+            room = dict(widths)
+            for i, pane in volatile:
+                tab_id = f"pane-{pane}"
+                text = tab_text(i, pane, count, self.form, active=self.active == tab_id)
+                room[tab_id] = max(widths[tab_id], cell_len(text))
+            if sum(w + gutter for w in room.values()) <= width:
+                return room
+        return widths
+
+    def _hold(self, texts: dict[str, str], release: bool) -> None:
+        """Widths the tabs keep: the widest label each showed since the last release while all of them fit the
+        bar, with room for the queue's growth (see _room)."""
         gutter = self._gutter()
-        held = {tab_id: max(cell_len(text), 0 if form_changed else self._held.get(tab_id, 0))
-                for tab_id, text in texts.items()}
-        if form_changed or (self.size.width and sum(w + gutter for w in held.values()) > self.size.width):
-            self._release()
-            held = {tab_id: cell_len(text) for tab_id, text in texts.items()}
+        own = {tab_id: cell_len(text) for tab_id, text in texts.items()}
+        held = own if release else {tab_id: max(w, self._held.get(tab_id, 0)) for tab_id, w in own.items()}
+        if self.size.width and sum(w + gutter for w in held.values()) > self.size.width:
+            held = own
+        floor = self._room(own, gutter)  # what a release leads to
+        held = floor if held == own else self._room(held, gutter)
         if any(w > self._held.get(tab_id, 0) for tab_id, w in held.items()):
             self._widened = self.clock()
         for tab_id, w in held.items():
@@ -206,14 +221,14 @@ class PaneTabs(Tabs, can_focus=False):
             if tab is not None and self._held.get(tab_id) != w:
                 tab.styles.min_width = w + gutter
         self._held = held
-        if self._release_timer is None and any(w > cell_len(texts[t]) for t, w in held.items()) and self.is_attached:
+        if self._release_timer is None and held != floor and self.is_attached:
             self._release_timer = self.set_timer(HOLD_SECONDS, self._release_when_due)
 
-    def _relabel(self) -> None:
+    def _relabel(self, *, release: bool = False) -> None:
         old_form = self.form
         self.form, texts = self._fit()
         widths = dict(self._held)
-        self._hold(texts, self.form != old_form)
+        self._hold(texts, release or self.form != old_form)
         bold_key = self.form in BOLD_KEY_FORMS
         resized = False
         for tab_id, text in texts.items():
