@@ -213,7 +213,7 @@ class PaneTabs(Tabs, can_focus=False):
         if self.size.width and sum(w + gutter for w in held.values()) > self.size.width:
             held = own
         floor = self._room(own, gutter)  # what a release leads to
-        held = floor if held == own else self._room(held, gutter)
+        held = self._room(held, gutter)
         if any(w > self._held.get(tab_id, 0) for tab_id, w in held.items()):
             self._widened = self.clock()
         for tab_id, w in held.items():
