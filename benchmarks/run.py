@@ -40,6 +40,7 @@ if str(_ROOT) not in sys.path:
 
 from benchmarks.generate import HUB_MIX, fill_hub_table, generate, records  # noqa: E402
 from benchmarks.probe import pct, stop_process  # noqa: E402
+from benchmarks.pool import median_interval  # noqa: E402
 
 CHURN_K = 100
 TRICKLE_RATE = 20.0  # tasks per second while the Hub's latency is sampled (it commits; hubtop reads)
@@ -545,7 +546,7 @@ def table(results: dict) -> str:
         if g:
             add("throughput of trivial tasks, hubtop off", n, f"{g['throughput_off']:.0f} /s", " ".join(f"{r:.0f}" for r in g["rates"]["off"]))
             add("throughput of trivial tasks, hubtop on", n, f"{g['throughput_on']:.0f} /s",
-                f"{100 * g['ratio']:.1f} % of off (median of the rounds' on/off: "
+                f"{100 * g['ratio']:.1f} % of off ({_interval(g.get('paired_ratios'))}median of the rounds' on/off: "
                 + " ".join(f"{100 * r:.0f}" for r in g.get("paired_ratios", [])) + "); "
                 + " ".join(f"{r:.0f}" for r in g["rates"]["on"]),
                 f">= 97 %{' OK' if g['ratio'] >= 0.97 else ' MISSED'}")
@@ -554,7 +555,7 @@ def table(results: dict) -> str:
                 add("  hubtop's CPU while the cluster is busy", n, f"{cpu:.1f} % of a core",
                     "median of the on-busy windows: " + " ".join(f"{c:.1f}" for c in g["hubtop_busy_cpu_pct"]))
                 add("throughput, a CPU burner using that much instead", n, f"{g['throughput_burn']:.0f} /s",
-                    f"{100 * g['burn_ratio']:.1f} % of off (median of the rounds' burn/off: "
+                    f"{100 * g['burn_ratio']:.1f} % of off ({_interval(g['burn_paired_ratios'])}median of the rounds' burn/off: "
                     + " ".join(f"{100 * r:.0f}" for r in g["burn_paired_ratios"]) + "); burner CPU "
                     + f"{median(g['burner_cpu_pct']):.1f} % (the calibration: that much CPU alone)")
             if g.get("cluster_cores"):
@@ -661,6 +662,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0
+
+
+def _interval(ratios: list[float] | None) -> str:
+    """ "95 % interval 92.1-102.7; " of the median of per-round ratios (benchmarks.pool pools several runs)."""
+    if not ratios:
+        return ""
+    lo, hi = median_interval(ratios)
+    return f"95 % interval {100 * lo:.1f}-{100 * hi:.1f}; "
 
 
 def _label(n: int) -> str:
