@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from pathlib import Path
 from statistics import mean, median
 from typing import Any, Callable, Sequence
 
-TARGET = 0.97  # target 6: throughput with hubtop attached >= 97 % of without
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from benchmarks.run import TARGETS, median_interval  # noqa: E402
+
+TARGET = TARGETS["throughput_ratio"]  # target 6: throughput with hubtop attached >= 97 % of without
 
 # (label, the per-round ratios of one run's gentleness figures); the first is target 6
 FIGURES: tuple[tuple[str, Callable[[dict], list[float]]], ...] = (
@@ -36,17 +41,6 @@ FIGURES: tuple[tuple[str, Callable[[dict], list[float]]], ...] = (
 
 class PoolError(Exception):
     """A file that is not a run's JSON with gentleness figures: said in one line, no traceback."""
-
-
-def median_interval(values: Sequence[float], *, level: float = 0.95, resamples: int = 4000,
-                    seed: int = 0) -> tuple[float, float]:
-    """Bootstrap percentile interval of the median of `values`."""
-    if not values:
-        raise ValueError("no values")
-    rnd = random.Random(seed)
-    meds = sorted(median(rnd.choices(values, k=len(values))) for _ in range(resamples))
-    tail = (1.0 - level) / 2
-    return meds[int(tail * resamples)], meds[min(resamples - 1, int((1.0 - tail) * resamples))]
 
 
 def gentle_of(data: Any, size: str | None = None) -> dict:
@@ -95,10 +89,10 @@ def pool(runs: Sequence[dict]) -> dict[str, list[float]]:
 def verdict(lo: float, hi: float, target: float = TARGET) -> str:
     """Target 6 from an interval: told apart from the target only when the interval lies on one side of it."""
     if lo >= target:
-        return "met: the interval lies above 97 %"
+        return f"met: the interval lies above {100 * target:g} %"
     if hi < target:
-        return "missed: the interval lies below 97 %"
-    return "not told apart from 97 %: the interval reaches both sides"
+        return f"missed: the interval lies below {100 * target:g} %"
+    return f"not told apart from {100 * target:g} %: the interval reaches both sides"
 
 
 def table(runs: Sequence[dict]) -> str:
@@ -120,7 +114,7 @@ def table(runs: Sequence[dict]) -> str:
                      f"{mean(cpu):.1f} % |")
     out = [f"{len(runs)} run{'s' if len(runs) != 1 else ''} pooled", "", *lines]
     if first is not None:
-        out += ["", f"target 6 (throughput on / off >= 97 %): {verdict(*first)}"]
+        out += ["", f"target 6 (throughput on / off >= {100 * TARGET:g} %): {verdict(*first)}"]
     return "\n".join(out)
 
 
