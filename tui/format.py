@@ -92,12 +92,14 @@ def short_id(msg_id: str, width: int = 16) -> str:
     return "…" + msg_id[-(width - 1):]
 
 
-def error_text(ename: str | None, evalue: str | None) -> str:
-    """'ValueError: bad value 7' on one line."""
+def error_text(ename: str | None, evalue: str | None, *, whole: bool = False) -> str:
+    """'ValueError: bad value 7': on one line (the message's first), or with the `whole` message. No colon
+    without a message: the scheduler's TaskTimeout has none."""
     if not ename and not evalue:
         return ""
-    first = (evalue or "").strip().splitlines()
-    message = first[0] if first else ""
+    text = (evalue or "").strip()
+    first = text.splitlines()
+    message = text if whole else (first[0] if first else "")
     if ename and message:
         return f"{ename}: {message}"
     return ename or message

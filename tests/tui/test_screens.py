@@ -145,6 +145,30 @@ async def test_detail_shows_traceback_without_ansi_and_stdout():
         assert doc.lines[start + 1] == "hello stdout"
 
 
+async def test_detail_error_without_a_message_has_no_colon_and_the_title_keeps_one_line():
+    # the scheduler's TaskTimeout carries no message; a raised error's message may run over several lines
+    source = FakeSource(40)
+    timeout, multi = fake_failed(source)[:2]
+    source.records[timeout].ename, source.records[timeout].evalue = "TaskTimeout", ""
+    source.records[multi].ename, source.records[multi].evalue = "ValueError", "first line\nsecond line"
+    app = make(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        screen = await open_detail(pilot, app, timeout)
+        title = str(screen.query_one("#detail-title").render())
+        assert "TaskTimeout" in title and "TaskTimeout:" not in title
+        plain = "\n".join(l if isinstance(l, str) else l.plain for l in screen.view.document.lines)
+        error_field = next(line for line in plain.splitlines() if line.strip().startswith("error"))
+        assert error_field.rstrip().endswith("TaskTimeout")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, DetailScreen))
+        screen = await open_detail(pilot, app, multi)
+        title = str(screen.query_one("#detail-title").render())
+        assert "ValueError: first line" in title and "second line" not in title
+        plain = "\n".join(l if isinstance(l, str) else l.plain for l in screen.view.document.lines)
+        assert "ValueError: first line\nsecond line" in plain  # the field keeps the whole message
+
+
 async def test_detail_error_is_one_line():
     app = make(FakeSource(20))
     async with app.run_test(size=SIZE) as pilot:

@@ -169,6 +169,8 @@ def test_ago_thousands_size_short_id() -> None:
     assert fmt.short_id("5deda029-43d49071a4a325876b0699f2_20037_0", 16) == "5deda029…20037_0"
     assert fmt.short_id("short_1_2", 16) == "short_1_2"
     assert fmt.error_text("ValueError", "bad\nvalue") == "ValueError: bad"
+    assert fmt.error_text("ValueError", "bad\nvalue", whole=True) == "ValueError: bad\nvalue"
+    assert fmt.error_text("TaskTimeout", "") == "TaskTimeout" and fmt.error_text(None, "lost") == "lost"
     assert fmt.age_seconds(0.42) == "<1 s" and fmt.age_seconds(4.9) == "4 s" and fmt.age_seconds(130) == "2 min"
 
 

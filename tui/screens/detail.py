@@ -258,7 +258,7 @@ def build_document(
     doc.field("msg_id", rec.msg_id)
     doc.field("state", state_text(rec.state))
     if rec.ename or rec.evalue:
-        doc.field("error", Text(f"{rec.ename or 'Error'}: {rec.evalue or ''}", style="red"))
+        doc.field("error", Text(fmt.error_text(rec.ename, rec.evalue, whole=True), style="red"))
     if rec.engine_uuid or rec.engine_id is not None:
         eid = "?" if rec.engine_id is None else str(rec.engine_id)
         doc.field("engine", Text.assemble(eid, (f"  uuid {rec.engine_uuid or '—'}", _DIM)))
@@ -294,7 +294,7 @@ def build_document(
                 mid = item.msg_id
                 line = Text.assemble(f"{i:>4}. ", mid, "  ", state_text(item.state))
                 if item.ename:
-                    line.append(f"  {item.ename}: {item.evalue or ''}", style="red")
+                    line.append(f"  {fmt.error_text(item.ename, item.evalue)}", style="red")
             else:
                 mid = item
                 line = Text.assemble(f"{i:>4}. ", mid, ("  (not in the list)", _DIM))
@@ -584,7 +584,7 @@ class DetailScreen(Screen[None]):
         rec = event.detail.record
         title = Text.assemble((rec.msg_id, "bold"), "  ", state_text(rec.state))
         if rec.ename:
-            title.append(f"  {rec.ename}: {rec.evalue or ''}", style="red")
+            title.append(f"  {fmt.error_text(rec.ename, rec.evalue)}", style="red")
         if len(event.chain) > 1:
             title.append(f"  attempt {event.chain.index(rec.msg_id) + 1 if rec.msg_id in event.chain else '?'}"
                          f"/{len(event.chain)}", style="cyan")
