@@ -98,8 +98,7 @@ def error_text(ename: str | None, evalue: str | None, *, whole: bool = False) ->
     if not ename and not evalue:
         return ""
     text = (evalue or "").strip()
-    first = text.splitlines()
-    message = text if whole else (first[0] if first else "")
+    message = text if whole else next(iter(text.splitlines()), "")
     if ename and message:
         return f"{ename}: {message}"
     return ename or message
